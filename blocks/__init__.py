@@ -1,0 +1,1 @@
+"""Prefect Blocks of stac2cube (register with ``prefect block register -m stac2cube.blocks``)."""

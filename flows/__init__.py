@@ -1,0 +1,5 @@
+"""Public Prefect flows: each wires stages from :mod:`stac2cube.tasks` together."""
+
+from stac2cube.flows.build import get_stac_layers
+
+__all__ = ["get_stac_layers"]

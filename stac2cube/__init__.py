@@ -1,0 +1,59 @@
+"""stac2cube: STAC searches to analysis-ready, incrementally updated data cubes.
+
+Public API::
+
+    from stac2cube import get_stac_layers, open_cube
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _metadata
+from typing import TYPE_CHECKING, Any
+
+from stac2cube.errors import (
+    CatalogError,
+    EmptySearchError,
+    GridMismatchError,
+    InvalidRequestError,
+    ReadError,
+    Stac2CubeError,
+    StoreError,
+)
+
+try:
+    __version__ = _metadata.version("stac2cube")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "CatalogError",
+    "EmptySearchError",
+    "GridMismatchError",
+    "InvalidRequestError",
+    "ReadError",
+    "Stac2CubeError",
+    "StoreError",
+    "__version__",
+    "cube_info",
+    "get_stac_layers",
+    "open_cube",
+]
+
+_LAZY = {
+    "get_stac_layers": "stac2cube.flows.build",
+    "open_cube": "stac2cube.store",
+    "cube_info": "stac2cube.store",
+}
+
+if TYPE_CHECKING:
+    from stac2cube.flows.build import get_stac_layers
+    from stac2cube.store import cube_info, open_cube
+
+
+def __getattr__(name: str) -> Any:
+    """Import flows (and Prefect) only when they are used."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'stac2cube' has no attribute {name!r}")

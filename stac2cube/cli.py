@@ -1,0 +1,298 @@
+"""The ``stac2cube`` command line: thin wrappers around the flows and the cube store.
+
+Every command returns an exit code. Errors print one line (``error: ...``) as the last line on
+stderr and exit non-zero; ``--debug`` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_ERROR = 2
+
+BUILD_EPILOG = """\
+examples:
+  stac2cube build --mission sentinel-2-l2a --bbox 11.50 48.10 11.56 48.14 \\
+      --start 2024-06-01 --end 2024-06-30 --bands red nir --max-cloud 30 --store munich.icechunk
+  stac2cube build --mission sentinel-2-l2a --aoi field.geojson --start 2024-01-01 \\
+      --catalog http://127.0.0.1:8082 --collection sentinel-2-c1-l2a --store field.icechunk
+"""
+
+
+def _configure_environment(debug: bool) -> None:
+    """Run Prefect embedded and private unless the user configured otherwise."""
+    os.environ.setdefault("PREFECT_HOME", str(Path.home() / ".stac2cube" / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "INFO")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def _quiet_tracebacks() -> None:
+    """Keep Prefect's crash reports to one line (the CLI prints the error itself)."""
+    import logging
+
+    class _NoTraceback(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info:
+                record.exc_info = None
+                record.exc_text = None
+            return True
+
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_NoTraceback())
+
+
+def _add_request_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mission", required=True, help="mission id, e.g. sentinel-2-l2a")
+    area = p.add_mutually_exclusive_group(required=True)
+    area.add_argument(
+        "--bbox",
+        nargs=4,
+        type=float,
+        metavar=("W", "S", "E", "N"),
+        help="area as WGS 84 west south east north (degrees)",
+    )
+    area.add_argument(
+        "--aoi", help="area as a GeoJSON file (Polygon, Feature or FeatureCollection)"
+    )
+    p.add_argument("--start", required=True, help="first day, YYYY-MM-DD (UTC, inclusive)")
+    p.add_argument("--end", help="last day, YYYY-MM-DD (UTC, inclusive); default: today")
+    p.add_argument(
+        "--store", required=True, help="cube store path (created, or extended if it exists)"
+    )
+    p.add_argument(
+        "--catalog",
+        default="earth-search",
+        help="earth-search (default), planetary-computer, terrabyte, auto, or a STAC API URL",
+    )
+    p.add_argument(
+        "--collection", help="collection id (default: the catalog's collection for the mission)"
+    )
+    p.add_argument(
+        "--bands",
+        nargs="+",
+        help="bands by ESA id (B04) or common name (red); default: B02 B03 B04 B08",
+    )
+    p.add_argument(
+        "--resolution", type=float, default=10.0, help="pixel size in metres (default 10)"
+    )
+    p.add_argument(
+        "--crs", help="target CRS, e.g. EPSG:32632 (default: UTM zone of the AOI centre)"
+    )
+    p.add_argument(
+        "--max-cloud",
+        type=float,
+        default=100.0,
+        help="keep scenes with eo:cloud_cover <= this percent (default 100: all)",
+    )
+    p.add_argument(
+        "--resampling",
+        default="nearest",
+        choices=["nearest", "bilinear", "cubic", "average"],
+        help="resampling of continuous bands from 20/60 m (default nearest; "
+        "classification bands always nearest)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="time steps read and written at a time"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stac2cube import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="stac2cube",
+        description="Turn STAC searches into analysis-ready, incrementally updated data cubes.",
+    )
+    parser.add_argument("--version", action="version", version=f"stac2cube {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser(
+        "build",
+        help="build a cube, or extend an existing one",
+        epilog=BUILD_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_request_arguments(b)
+
+    i = sub.add_parser("info", help="print a cube's grid, bands, time range and scenes per step")
+    i.add_argument("path", help="cube store path")
+    i.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    d = sub.add_parser(
+        "demo",
+        help="build a small cube offline from a bundled synthetic catalog "
+        "served by a local STAC API (needs PostgreSQL + PostGIS)",
+    )
+    d.add_argument("--store", default="demo-cube/demo.icechunk", help="cube store path")
+    d.add_argument("--data", default="demo-cube/catalog", help="where to write the synthetic COGs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stac2cube`` command."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    _configure_environment(debug)
+    from stac2cube.errors import Stac2CubeError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return {"build": cmd_build, "info": cmd_info, "demo": cmd_demo}[args.command](args)
+    except Stac2CubeError as exc:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted; the cube is left at its last commit", file=sys.stderr)
+        return 130
+
+
+def _request_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "mission": args.mission,
+        "bbox": args.bbox,
+        "aoi": args.aoi,
+        "start": args.start,
+        "end": args.end,
+        "catalog": args.catalog,
+        "collection": args.collection,
+        "bands": args.bands,
+        "resolution": args.resolution,
+        "crs": args.crs,
+        "max_cloud": args.max_cloud,
+        "resampling": args.resampling,
+    }
+
+
+def run_build(kwargs: dict[str, Any], store: str, *, batch_size: int = 8, debug: bool = False):
+    """Validate, pre-check the store, then run the build flow with a progress display."""
+    from stac2cube.request import make_request
+    from stac2cube.store import check_compatible, read_state
+
+    request = make_request(**kwargs)  # bad input fails here, before anything is touched
+    if batch_size < 1:
+        from stac2cube.errors import InvalidRequestError
+
+        raise InvalidRequestError(f"batch size must be >= 1, got {batch_size}")
+    state = read_state(store)
+    if state is not None:
+        check_compatible(state, request.describe())
+
+    from stac2cube._progress import TerminalProgress
+    from stac2cube.flows.build import get_stac_layers
+
+    if not debug:
+        _quiet_tracebacks()
+    with TerminalProgress("reading and writing pixels"):
+        return get_stac_layers(store=store, batch_size=batch_size, **_json_ready(kwargs))
+
+
+def _json_ready(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = dict(kwargs)
+    if out.get("bbox") is not None:
+        out["bbox"] = [float(v) for v in out["bbox"]]
+    return out
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    summary = run_build(
+        _request_kwargs(args), args.store, batch_size=args.batch_size, debug=args.debug
+    )
+    if summary.get("added_time_steps"):
+        print(
+            f"{args.store}: +{summary['added_time_steps']} time steps "
+            f"({summary.get('scenes', 0)} scenes), {summary['time_steps']} in total, "
+            f"snapshot {summary['snapshot']}"
+        )
+    else:
+        print(f"{args.store}: nothing new, {summary['time_steps']} time steps unchanged")
+    return 0
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """Human-readable cube summary."""
+    b = info["bounds"]
+    lines = [
+        f"cube        {info['store']}  (snapshot {info['snapshot']})",
+        f"mission     {info['mission']}  collection {info['collection']}",
+        f"catalog     {info['catalog']}",
+        f"grid        {info['crs']}  {info['resolution']:g} m  "
+        f"{info['shape']['x']} x {info['shape']['y']} px  bounds {b[0]:.0f} {b[1]:.0f} {b[2]:.0f} {b[3]:.0f}",
+        f"bands       {' '.join(info['bands'])}",
+    ]
+    if info["time_range"]:
+        lines.append(
+            f"time        {info['shape']['time']} steps, {info['time_range'][0]} .. {info['time_range'][1]}"
+        )
+        lines.append("steps       time                  scenes  radiometry")
+        for step in info["time_steps"]:
+            lines.append(
+                f"            {step['time']:<21} {step['scenes']:>6}  {', '.join(step['rules'])}"
+            )
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from stac2cube.store import cube_info
+
+    info = cube_info(args.path)
+    print(json.dumps(info, indent=1) if args.json else format_info(info))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Write the synthetic catalog, serve it from a local pgstac, build a cube, print its summary."""
+    import shutil
+
+    from stac2cube.store import cube_info
+    from stac2cube.testing.pgstac import postgres_available, start_local_stac_api
+    from stac2cube.testing.synthetic import demo_bbox, standard_scenes, write_catalog
+
+    if not postgres_available():
+        from stac2cube.errors import Stac2CubeError
+
+        raise Stac2CubeError("the demo needs PostgreSQL 15 + PostGIS: run scripts/setup.sh first")
+    store = Path(args.store)
+    if store.exists():
+        shutil.rmtree(store)
+    print(f"writing the synthetic catalog (COGs + STAC items) to {args.data}", file=sys.stderr)
+    cat = write_catalog(args.data, standard_scenes())
+    print(
+        "starting a local STAC API (PostgreSQL + pgstac + stac-fastapi) on 127.0.0.1",
+        file=sys.stderr,
+    )
+    with start_local_stac_api(collections=cat.collections, items=cat.items) as api:
+        print(f"STAC API at {api.url}: {len(cat.items)} items", file=sys.stderr)
+        kwargs = {
+            "mission": "sentinel-2-l2a",
+            "bbox": list(demo_bbox()),
+            "aoi": None,
+            "start": "2024-01-01",
+            "end": "2024-01-31",
+            "catalog": api.url,
+            "collection": "sentinel-2-c1-l2a",
+            "bands": ["B02", "B03", "B04", "B08", "B11", "SCL"],
+            "resolution": 10.0,
+            "crs": None,
+            "max_cloud": 100.0,
+            "resampling": "nearest",
+        }
+        run_build(kwargs, str(store), debug=args.debug)
+    print(format_info(cube_info(store)))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

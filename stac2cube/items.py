@@ -1,0 +1,77 @@
+"""Reading facts from STAC item dicts: acquisition time, tile, processing baseline, identity."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+_BASELINE_IN_NAME = re.compile(r"_N(\d{2})(\d{2})(?:_|\b)")
+_SEQUENCE_IN_ID = re.compile(r"_(\d+)_L[12][AC]$")
+_TILE_IN_ID = re.compile(r"_T?(\d{2}[A-Z]{3})_")
+
+
+def item_datetime(item: dict[str, Any]) -> dt.datetime:
+    """Acquisition time (UTC) of an item: ``datetime``, else ``start_datetime``."""
+    props = item["properties"]
+    value = props.get("datetime") or props.get("start_datetime")
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+def processing_baseline(item: dict[str, Any]) -> str | None:
+    """Sentinel-2 processing baseline (``"05.11"``) from the properties, product URI or id."""
+    props = item.get("properties", {})
+    pb = props.get("s2:processing_baseline") or props.get("processing:version")
+    if pb:
+        return str(pb)
+    for text in (props.get("s2:product_uri"), props.get("s2:granule_id"), item.get("id")):
+        m = _BASELINE_IN_NAME.search(str(text or ""))
+        if m:
+            return f"{m.group(1)}.{m.group(2)}"
+    return None
+
+
+def tile_id(item: dict[str, Any]) -> str:
+    """Tile / path-row identifier of an item (``13TDE``), or its footprint centre as fallback."""
+    props = item.get("properties", {})
+    for key in ("s2:mgrs_tile", "grid:code", "landsat:wrs_path"):
+        if props.get(key):
+            value = str(props[key]).removeprefix("MGRS-")
+            if key == "landsat:wrs_path":
+                value += "/" + str(props.get("landsat:wrs_row", ""))
+            return value
+    if props.get("mgrs:utm_zone"):
+        return f"{props['mgrs:utm_zone']}{props.get('mgrs:latitude_band', '')}{props.get('mgrs:grid_square', '')}"
+    m = _TILE_IN_ID.search(item.get("id", ""))
+    if m:
+        return m.group(1)
+    bbox = item.get("bbox") or [0, 0, 0, 0]
+    return f"{(bbox[0] + bbox[2]) / 2:.3f},{(bbox[1] + bbox[3]) / 2:.3f}"
+
+
+def _baseline_key(pb: str | None) -> tuple[int, int]:
+    try:
+        major, minor = (pb or "0.0").split(".")
+        return (int(major), int(minor))
+    except ValueError:
+        return (0, 0)
+
+
+def processing_rank(item: dict[str, Any]) -> tuple:
+    """Sort key: higher means newer processing of the same acquisition."""
+    props = item.get("properties", {})
+    seq = props.get("s2:sequence")
+    if seq is None:
+        m = _SEQUENCE_IN_ID.search(item.get("id", ""))
+        seq = m.group(1) if m else 0
+    generated = str(
+        props.get("s2:generation_time") or props.get("updated") or props.get("created") or ""
+    )
+    return (_baseline_key(processing_baseline(item)), generated, int(seq), item.get("id", ""))
+
+
+def scene_key(item: dict[str, Any]) -> tuple[str, str, str]:
+    """Identity of an acquisition: platform, tile and sensing time to the minute."""
+    platform = str(item.get("properties", {}).get("platform", "")).lower()
+    when = item_datetime(item).strftime("%Y-%m-%dT%H:%M")
+    return (platform, tile_id(item), when)

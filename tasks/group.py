@@ -1,0 +1,98 @@
+"""Group stage: drop duplicate granules and gather the scenes of one solar day into a time step.
+
+Duplicates are the same acquisition served more than once (reprocessed baselines, ``_0``/``_1``
+sequence numbers, different ground stations): they share platform, tile and sensing time (to the
+minute). Of each duplicate set the newest processing (baseline, then generation time, then
+sequence) is kept.
+
+A *time step* is one solar day: the date of local solar time (UTC + longitude / 15 h) at the
+scene centre, so the tiles of one overpass land in one step even near midnight UTC. Its
+timestamp is the earliest acquisition time of its scenes, in UTC, floored to the second.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import task
+
+from stac2cube.items import item_datetime, processing_rank, scene_key
+
+
+def deduplicate(items: Iterable[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Keep the newest processing of each acquisition.
+
+    Returns:
+        ``(kept, dropped)``, ``kept`` in (datetime, id) order.
+    """
+    best: dict[tuple, dict] = {}
+    dropped: list[dict] = []
+    for item in items:
+        key = scene_key(item)
+        other = best.get(key)
+        if other is None:
+            best[key] = item
+        elif processing_rank(item) > processing_rank(other):
+            dropped.append(other)
+            best[key] = item
+        else:
+            dropped.append(item)
+    kept = sorted(best.values(), key=lambda i: (item_datetime(i), i["id"]))
+    return kept, dropped
+
+
+def solar_day(item: dict[str, Any]) -> dt.date:
+    """Date of local solar time at the item's centre (UTC + longitude / 15 hours)."""
+    bbox = item.get("bbox")
+    lon = (bbox[0] + bbox[2]) / 2 if bbox else 0.0
+    return (item_datetime(item) + dt.timedelta(hours=lon / 15.0)).date()
+
+
+@dataclass(frozen=True)
+class TimeStep:
+    """The scenes of one solar day, in the order they are mosaicked (first valid pixel wins)."""
+
+    time: dt.datetime
+    solar_day: dt.date
+    items: tuple[dict[str, Any], ...] = field(repr=False)
+
+    @property
+    def item_ids(self) -> tuple[str, ...]:
+        return tuple(i["id"] for i in self.items)
+
+
+def group_by_solar_day(items: Iterable[dict[str, Any]]) -> list[TimeStep]:
+    """One :class:`TimeStep` per solar day, sorted by time.
+
+    Within a step, scenes are ordered by acquisition time then id; where they overlap, the
+    first scene with a valid pixel provides it.
+    """
+    days: dict[dt.date, list[dict]] = {}
+    for item in items:
+        days.setdefault(solar_day(item), []).append(item)
+    steps = []
+    for day, members in days.items():
+        members.sort(key=lambda i: (item_datetime(i), i["id"]))
+        t0 = min(item_datetime(i) for i in members).replace(microsecond=0, tzinfo=None)
+        steps.append(TimeStep(t0, day, tuple(members)))
+    return sorted(steps, key=lambda s: s.time)
+
+
+@task(name="group")
+def group_task(items: list[dict[str, Any]]) -> list[TimeStep]:
+    """Prefect task: :func:`deduplicate` then :func:`group_by_solar_day`."""
+    from prefect import get_run_logger
+
+    kept, dropped = deduplicate(items)
+    steps = group_by_solar_day(kept)
+    get_run_logger().info(
+        "%d scenes -> %d after de-duplication (%d older processings dropped) -> %d time steps",
+        len(items),
+        len(kept),
+        len(dropped),
+        len(steps),
+    )
+    return steps

@@ -1,0 +1,133 @@
+"""Search stage: query a STAC API with pystac-client and return plain item dicts.
+
+Transient failures (HTTP 429/5xx, connection resets, read timeouts) are retried with exponential
+backoff; after the last try the error names the catalog and the status. Item dicts are returned
+as the API served them (``items_as_dicts``), so ``proj:epsg`` survives for stackstac.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prefect import task
+from urllib3.util.retry import Retry
+
+from stac2cube.errors import CatalogError, EmptySearchError
+from stac2cube.request import CubeRequest
+
+RETRY_STATUS = (429, 500, 502, 503, 504)
+
+
+def make_retry(max_retries: int = 4, backoff: float = 0.5) -> Retry:
+    """urllib3 retry policy: transient errors only, exponential backoff, honours Retry-After."""
+    return Retry(
+        total=max_retries,
+        connect=min(max_retries, 2),
+        read=max_retries,
+        status=max_retries,
+        backoff_factor=backoff,
+        backoff_max=20,
+        status_forcelist=RETRY_STATUS,
+        allowed_methods=frozenset({"GET", "POST"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
+
+def open_client(
+    url: str,
+    *,
+    timeout: float = 20.0,
+    max_retries: int = 4,
+    modifier: Callable[[Any], Any] | None = None,
+):
+    """Open the STAC API at ``url`` with retries and timeouts, or raise :class:`CatalogError`."""
+    from pystac_client import Client
+    from pystac_client.stac_api_io import StacApiIO
+
+    io = StacApiIO(timeout=(min(timeout, 10.0), timeout), max_retries=make_retry(max_retries))
+    try:
+        client = Client.open(url, stac_io=io, modifier=modifier)
+    except Exception as exc:
+        raise CatalogError(f"catalog {url} did not answer: {_reason(exc)}") from exc
+    # stac-fastapi advertises the v1.1 sort URI that pystac-client 0.9 does not know
+    client.add_conforms_to("SORT")
+    client.add_conforms_to("QUERY")
+    return client
+
+
+def _reason(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if status:
+        return f"HTTP {status}: {text[:200]}"
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def normalise_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Make ``proj:epsg`` present where the item only has ``proj:code`` (STAC projection v2)."""
+    props = item.get("properties", {})
+    code = props.get("proj:code")
+    if (
+        props.get("proj:epsg") is None
+        and isinstance(code, str)
+        and code.upper().startswith("EPSG:")
+    ):
+        props["proj:epsg"] = int(code.split(":", 1)[1])
+    for asset in item.get("assets", {}).values():
+        acode = asset.get("proj:code")
+        if (
+            asset.get("proj:epsg") is None
+            and isinstance(acode, str)
+            and acode.upper().startswith("EPSG:")
+        ):
+            asset["proj:epsg"] = int(acode.split(":", 1)[1])
+    return item
+
+
+def search_items(
+    request: CubeRequest,
+    *,
+    page_size: int = 100,
+    client=None,
+    allow_empty: bool = False,
+) -> list[dict[str, Any]]:
+    """All items matching ``request`` (collection, area, dates, cloud cover), across pages.
+
+    Raises:
+        CatalogError: the catalog cannot be reached or answers with an error.
+        EmptySearchError: nothing matched (unless ``allow_empty``).
+    """
+    url = request.catalog.url
+    client = client or open_client(url)
+    params: dict[str, Any] = {
+        "collections": [request.collection],
+        "datetime": request.datetime_range,
+        "limit": page_size,
+    }
+    if request.intersects is not None:
+        params["intersects"] = request.intersects
+    else:
+        params["bbox"] = list(request.bbox)
+    if request.max_cloud < 100 and request.mission.time_series:
+        params["query"] = {"eo:cloud_cover": {"lte": request.max_cloud}}
+    try:
+        items = [normalise_item(i) for i in client.search(**params).items_as_dicts()]
+    except Exception as exc:
+        raise CatalogError(
+            f"search on catalog {url} (collection {request.collection}) failed: {_reason(exc)}"
+        ) from exc
+    if not items and not allow_empty:
+        cloud = f", cloud cover <= {request.max_cloud:g}%" if "query" in params else ""
+        raise EmptySearchError(
+            f"no {request.collection} scenes on {url} for bbox {list(request.bbox)}, "
+            f"{request.start} to {request.end}{cloud}"
+        )
+    return items
+
+
+@task(name="search", retries=0)
+def search_task(request: CubeRequest, allow_empty: bool = False) -> list[dict[str, Any]]:
+    """Prefect task: :func:`search_items`."""
+    return search_items(request, allow_empty=allow_empty)

@@ -1,0 +1,90 @@
+"""Write stage: compute the lazy time steps into an icechunk session, then commit once.
+
+Pixels are read here (dask computes while writing). A read failure is reported naming the item
+and asset; nothing is committed, so the cube stays at its previous snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import xarray as xr
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from stac2cube.errors import ReadError
+from stac2cube.store import write_metadata, write_time_steps
+
+_HREF = re.compile(r"(?:file|https?|s3)://[^\s'\"]+|/[^\s'\"]+\.(?:tif|tiff|jp2)")
+
+
+def describe_read_error(exc: BaseException, assets: dict[str, tuple[str, str]]) -> str:
+    """Name the item and asset behind a read failure, given ``href -> (item id, band)``."""
+    text = " ".join(str(e) for e in _chain(exc))
+    for href, (item_id, band) in assets.items():
+        path = href.removeprefix("file://")
+        if href in text or path in text:
+            return f"cannot read item {item_id} asset {band} ({href}): {_first_line(exc)}"
+    hrefs = _HREF.findall(text)
+    where = f" ({hrefs[0]})" if hrefs else ""
+    return f"cannot read an asset{where}: {_first_line(exc)}"
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _first_line(exc: BaseException) -> str:
+    root = list(_chain(exc))[-1]
+    text = str(root).strip().splitlines()
+    return f"{type(root).__name__}: {text[0] if text else ''}"[:400]
+
+
+def asset_index(items: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """``href -> (item id, asset key)`` for every asset of ``items``."""
+    return {a["href"]: (i["id"], key) for i in items for key, a in i.get("assets", {}).items()}
+
+
+def write_batch(session, ds: xr.Dataset, *, first: bool, items: Sequence[dict[str, Any]]) -> None:
+    """Compute ``ds`` into ``session``; a read failure becomes :class:`ReadError`."""
+    try:
+        write_time_steps(session, ds, first=first)
+    except ReadError:
+        raise
+    except Exception as exc:
+        if _looks_like_read_error(exc):
+            raise ReadError(describe_read_error(exc, asset_index(items))) from exc
+        raise
+
+
+def _looks_like_read_error(exc: BaseException) -> bool:
+    names = {type(e).__name__ for e in _chain(exc)}
+    text = " ".join(str(e) for e in _chain(exc)).lower()
+    return bool(names & {"RasterioIOError", "CPLE_OpenFailedError", "CPLE_AppDefinedError"}) or (
+        "error opening" in text
+        or "error reading" in text
+        or "not recognized as" in text
+        or ("tiff" in text and "error" in text)
+    )
+
+
+@task(name="write", cache_policy=NO_CACHE)
+def write_task(session, ds: xr.Dataset, first: bool, items: list[dict[str, Any]]) -> int:
+    """Prefect task: :func:`write_batch`; returns the number of time steps written."""
+    write_batch(session, ds, first=first, items=items)
+    return int(ds.sizes["time"])
+
+
+@task(name="commit", cache_policy=NO_CACHE)
+def commit_task(
+    session, request: dict[str, Any], ledger: list[dict[str, Any]], version: str, message: str
+) -> str:
+    """Prefect task: store request and ledger, then commit; returns the snapshot id."""
+    write_metadata(session, request=request, ledger=ledger, version=version)
+    return session.commit(message, metadata={"stac2cube_version": version})

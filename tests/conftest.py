@@ -1,0 +1,69 @@
+"""Session fixtures: a synthetic catalog on disk, served by a real stac-fastapi-pgstac on a fresh
+local PostgreSQL + PostGIS (127.0.0.1), and a real Prefect test harness.
+
+Where PostgreSQL is missing the integration tests skip locally, but fail under CI (``CI=true``):
+CI must never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="stac2cube-prefect-home-"))
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip locally, fail in CI."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must run this test but: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def synthetic_catalog(tmp_path_factory):
+    """The standard synthetic scenes written as COGs + items (see stac2cube.testing.synthetic)."""
+    from stac2cube.testing.synthetic import standard_scenes, write_catalog
+
+    return write_catalog(tmp_path_factory.mktemp("catalog"), standard_scenes())
+
+
+@pytest.fixture(scope="session")
+def stac_api(synthetic_catalog):
+    """A real STAC API serving the synthetic catalog; yields the LocalStacApi."""
+    from stac2cube.testing.pgstac import postgres_available, start_local_stac_api
+
+    require(postgres_available(), "PostgreSQL 15 + PostGIS not installed (run scripts/setup.sh)")
+    api = start_local_stac_api(
+        collections=synthetic_catalog.collections, items=synthetic_catalog.items
+    )
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope="session")
+def stac_url(stac_api) -> str:
+    return stac_api.url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness():
+    """A real, temporary Prefect API for every flow run of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture()
+def store_path(tmp_path) -> Path:
+    return tmp_path / "cube.icechunk"
