@@ -5,21 +5,32 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Literal
 
+import xarray as xr
 from prefect import flow
 from stac2cube.tasks.group import group_task
 from stac2cube.tasks.load import load_task
+from stac2cube.tasks.plan import Plan, plan_changes, plan_task, stamp_ledger
 from stac2cube.tasks.preprocess import preprocess_task
 from stac2cube.tasks.search import search_task
-from stac2cube.tasks.write import commit_task, write_task
+from stac2cube.tasks.write import commit_task, rewrite_task, write_task
 
 from stac2cube import __version__
 from stac2cube._log import get_logger
-from stac2cube.errors import EmptySearchError
+from stac2cube.errors import EmptySearchError, InvalidRequestError
 from stac2cube.request import make_request
-from stac2cube.store import check_compatible, open_repo, read_state
+from stac2cube.store import (
+    CubeState,
+    check_compatible,
+    merge_ledger,
+    open_cube,
+    open_repo,
+    read_state,
+    store_lock,
+)
 
 MissionName = Literal["sentinel-2-l2a"]
 ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
@@ -91,75 +102,145 @@ def get_stac_layers(
         max_cloud=max_cloud,
         resampling=resampling,
     )
+    if batch_size < 1:
+        raise InvalidRequestError(f"batch_size must be >= 1, got {batch_size}")
     described = request.describe()
     state = read_state(store)
     if state is not None:
         check_compatible(state, described)
     items = search_task(request, allow_empty=state is not None)
     steps = group_task(items)
-    if state is not None:
-        known = state.item_ids
-        steps = [s for s in steps if not set(s.item_ids) <= known]
-        if not steps:
-            log.info("nothing new for %s: the cube already holds every matching scene", store)
-            return {
-                "store": store,
-                "added_time_steps": 0,
-                "time_steps": len(state.ledger),
-                "snapshot": None,
-            }
-    if not steps:
-        raise EmptySearchError("no scenes left after de-duplication")
+    plan = plan_task(steps, state.ledger if state is not None else [])
+    if plan.empty:
+        if state is None:
+            raise EmptySearchError("no scenes left after de-duplication")
+        log.info("nothing new for %s: the cube already holds every matching scene", store)
+        return _summary(store, None, plan, state.ledger)
 
     target = Path(store)
+    with store_lock(target):
+        if state is not None:  # re-read under the lock: another run may have committed
+            state = read_state(target)
+            plan = plan_changes(steps, state.ledger)
+            if plan.empty:
+                return _summary(store, None, plan, state.ledger)
+        snapshot, ledger = write_plan(request, plan, target, state, batch_size)
+    log.info("cube %s: snapshot %s, %d time steps", store, snapshot, len(ledger))
+    return _summary(store, snapshot, plan, ledger)
+
+
+def _summary(store, snapshot, plan: Plan, ledger) -> dict[str, Any]:
+    return {
+        "store": str(store),
+        "snapshot": snapshot,
+        "added_time_steps": len(plan.add),
+        "replaced_time_steps": len(plan.replace),
+        "time_steps": len(ledger),
+        "scenes": sum(len(s.items) for s in plan.steps),
+    }
+
+
+def write_plan(
+    request, plan: Plan, target: Path, state: CubeState | None, batch_size: int = 8
+) -> tuple[str, list]:
+    """Load, preprocess and write the plan's time steps; commit once. Returns (snapshot, ledger).
+
+    A new cube is built in a hidden sibling directory and renamed into place after its commit,
+    so a failed first build leaves nothing. An existing cube is written in one icechunk session:
+    until the commit, readers (and a crash) see the previous snapshot.
+    """
+    log = get_logger()
     work = target if state is not None else _staging_path(target)
+    _remove_stale_staging(target)
     repo = open_repo(work, create=True)
     try:
         session = repo.writable_session("main")
         ledger = list(state.ledger) if state is not None else []
+        appends_only = not plan.replace and (
+            state is None
+            or not state.times
+            or min(s.time.isoformat() for s in plan.add) > state.times[-1]
+        )
+        steps = plan.steps
+        entries: list[dict[str, Any]] = []
+        parts = []
         first = state is None
-        total = len(steps)
-        for k in range(0, total, batch_size):
+        for k in range(0, len(steps), batch_size):
             batch = steps[k : k + batch_size]
             items_b = [i for s in batch for i in s.items]
             raw = load_task(request, items_b)
-            ds, entries = preprocess_task(request, batch, raw)
-            write_task(session, ds, first, items_b)
-            first = False
-            ledger.extend(entries)
-            log.info(
-                "wrote time steps %d-%d of %d (%.0f%%)",
-                k + 1,
-                k + len(batch),
-                total,
-                100 * (k + len(batch)) / total,
-            )
-        request_record = dict(state.request) if state is not None else described
-        if state is not None:
-            request_record["end"] = max(request_record["end"], described["end"])
-            request_record["start"] = min(request_record["start"], described["start"])
+            ds, batch_entries = preprocess_task(request, batch, raw)
+            stamp_ledger(batch_entries, batch)
+            entries.extend(batch_entries)
+            if appends_only:
+                write_task(session, ds, first, items_b)
+                first = False
+                log.info(
+                    "wrote time steps %d-%d of %d (%.0f%%)",
+                    k + 1,
+                    k + len(batch),
+                    len(steps),
+                    100 * (k + len(batch)) / len(steps),
+                )
+            else:
+                parts.append((ds, items_b))
+        if not appends_only:
+            base = open_cube(target)
+            new = xr.concat([p[0] for p in parts], dim="time")
+            items_all = [i for p in parts for i in p[1]]
+            rewrite_task(session, base, new, plan.replaced_times, items_all, batch_size)
+            log.info("inserted %d and replaced %d time steps", len(plan.add), len(plan.replace))
+        ledger = merge_ledger(ledger, entries, plan.replaced_times)
+        record = described_with_range(request, state)
         snapshot = commit_task(
             session,
-            request_record,
+            record,
             ledger,
             __version__,
-            f"{'extend' if state else 'create'}: +{total} time steps "
-            f"({sum(len(s.items) for s in steps)} scenes) {request.start}..{request.end}",
+            f"{'extend' if state else 'create'}: +{len(plan.add)} time steps, "
+            f"{len(plan.replace)} replaced ({len(steps) and sum(len(s.items) for s in steps)} "
+            f"scenes) {request.start}..{request.end}",
+            {
+                "added_time_steps": len(plan.add),
+                "replaced_time_steps": len(plan.replace),
+                "scenes": sum(len(s.items) for s in steps),
+            },
         )
     except BaseException:
         if work != target:
-            shutil.rmtree(work, ignore_errors=True)
+            _remove_tree(work)
         raise
     if work != target:
         os.replace(work, target)
-    log.info("cube %s: snapshot %s, %d time steps", store, snapshot, len(ledger))
-    return {
-        "store": str(store),
-        "snapshot": snapshot,
-        "added_time_steps": total,
-        "time_steps": len(ledger),
-        "scenes": sum(len(s.items) for s in steps),
-    }
+    return snapshot, ledger
+
+
+def described_with_range(request, state: CubeState | None) -> dict[str, Any]:
+    """The request record to store: the cube's own, with its date range widened."""
+    described = request.describe()
+    if state is None:
+        return described
+    record = dict(state.request)
+    record["start"] = min(record["start"], described["start"])
+    record["end"] = max(record["end"], described["end"])
+    return record
+
+
+def _remove_tree(path: Path, tries: int = 20) -> None:
+    """Remove ``path``; retry while writer threads of a failed computation still finish."""
+    for _ in range(tries):
+        shutil.rmtree(path, ignore_errors=True)
+        time.sleep(0.1)
+        if not path.exists():
+            return
+
+
+def _remove_stale_staging(target: Path) -> None:
+    """Remove hidden staging directories of first builds whose process is gone (killed runs)."""
+    for stale in target.parent.glob(f".{target.name}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _staging_path(target: Path) -> Path:

@@ -35,18 +35,24 @@ __all__ = [
     "StoreError",
     "__version__",
     "cube_info",
+    "export_cube",
     "get_stac_layers",
     "open_cube",
+    "update_cube",
 ]
 
 _LAZY = {
     "get_stac_layers": "stac2cube.flows.build",
     "open_cube": "stac2cube.store",
     "cube_info": "stac2cube.store",
+    "update_cube": "stac2cube.flows.update",
+    "export_cube": "stac2cube.export",
 }
 
 if TYPE_CHECKING:
+    from stac2cube.export import export_cube
     from stac2cube.flows.build import get_stac_layers
+    from stac2cube.flows.update import update_cube
     from stac2cube.store import cube_info, open_cube
 
 

@@ -127,6 +127,37 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("path", help="cube store path")
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    u = sub.add_parser("update", help="extend a cube from its own recorded request up to --end")
+    u.add_argument("--store", required=True, help="existing cube store path")
+    u.add_argument("--end", help="last day, YYYY-MM-DD (UTC, inclusive); default: today")
+    u.add_argument(
+        "--lookback-days",
+        type=int,
+        default=30,
+        help="search this many days before the cube's last step for late or reprocessed "
+        "scenes (default 30)",
+    )
+    u.add_argument(
+        "--batch-size", type=int, default=8, help="time steps read and written at a time"
+    )
+
+    h = sub.add_parser("history", help="list a cube's commits (snapshots), newest first")
+    h.add_argument("path", help="cube store path")
+    h.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    r = sub.add_parser(
+        "rollback",
+        help="point a cube back at an earlier snapshot (the abandoned head is kept as a tag)",
+    )
+    r.add_argument("path", help="cube store path")
+    r.add_argument("--to", required=True, metavar="SNAPSHOT", help="snapshot id from `history`")
+
+    e = sub.add_parser("export", help="write a cube as plain Zarr v3, NetCDF, or COGs + VRT")
+    e.add_argument("path", help="cube store path")
+    e.add_argument("--format", required=True, choices=["zarr", "netcdf", "cog"], help="format")
+    e.add_argument("--out", required=True, help="output path (must not exist)")
+    e.add_argument("--snapshot", help="export this snapshot instead of the latest")
+
     d = sub.add_parser(
         "demo",
         help="build a small cube offline from a bundled synthetic catalog "
@@ -146,7 +177,16 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return {"build": cmd_build, "info": cmd_info, "demo": cmd_demo}[args.command](args)
+        commands = {
+            "build": cmd_build,
+            "info": cmd_info,
+            "demo": cmd_demo,
+            "update": cmd_update,
+            "history": cmd_history,
+            "rollback": cmd_rollback,
+            "export": cmd_export,
+        }
+        return commands[args.command](args)
     except Stac2CubeError as exc:
         if args.debug:
             import traceback
@@ -206,18 +246,97 @@ def _json_ready(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    summary = run_build(
-        _request_kwargs(args), args.store, batch_size=args.batch_size, debug=args.debug
-    )
-    if summary.get("added_time_steps"):
+def _print_summary(store: str, summary: dict[str, Any]) -> None:
+    if summary.get("snapshot"):
         print(
-            f"{args.store}: +{summary['added_time_steps']} time steps "
+            f"{store}: +{summary['added_time_steps']} time steps, "
+            f"{summary.get('replaced_time_steps', 0)} replaced "
             f"({summary.get('scenes', 0)} scenes), {summary['time_steps']} in total, "
             f"snapshot {summary['snapshot']}"
         )
     else:
-        print(f"{args.store}: nothing new, {summary['time_steps']} time steps unchanged")
+        print(f"{store}: nothing new, {summary['time_steps']} time steps unchanged")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    summary = run_build(
+        _request_kwargs(args), args.store, batch_size=args.batch_size, debug=args.debug
+    )
+    _print_summary(args.store, summary)
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from stac2cube.errors import InvalidRequestError, StoreError
+    from stac2cube.request import parse_date
+    from stac2cube.store import read_state
+
+    end = parse_date(args.end, "end")
+    if read_state(args.store) is None:
+        raise StoreError(f"no cube at {args.store}; create it with `stac2cube build` first")
+    if args.lookback_days < 0 or args.batch_size < 1:
+        raise InvalidRequestError("--lookback-days must be >= 0 and --batch-size >= 1")
+    from stac2cube._progress import TerminalProgress
+    from stac2cube.flows.update import update_cube
+
+    if not args.debug:
+        _quiet_tracebacks()
+    with TerminalProgress("reading and writing pixels"):
+        summary = update_cube(
+            store=args.store,
+            end=end,
+            lookback_days=args.lookback_days,
+            batch_size=args.batch_size,
+        )
+    _print_summary(args.store, summary)
+    return 0
+
+
+def _require_cube(path: str) -> None:
+    from stac2cube.errors import StoreError
+    from stac2cube.store import read_state
+
+    if read_state(path) is None:
+        raise StoreError(f"no cube at {path}")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from stac2cube.store import history
+
+    _require_cube(args.path)
+    commits = history(args.path)
+    if args.json:
+        print(json.dumps(commits, indent=1))
+        return 0
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else str(v)
+
+    print(f"{'snapshot':<22}{'written (UTC)':<27}{'added':>6}{'replaced':>9}{'scenes':>7}  message")
+    for c in commits:
+        print(
+            f"{c['snapshot']:<22}{c['written_at'][:26]:<27}{fmt(c['added_time_steps']):>6}"
+            f"{fmt(c['replaced_time_steps']):>9}{fmt(c['scenes']):>7}  {c['message']}"
+        )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from stac2cube.store import rollback, store_lock
+
+    _require_cube(args.path)
+    with store_lock(args.path):
+        tag = rollback(args.path, args.to)
+    print(f"{args.path}: now at snapshot {args.to}; the previous head is kept as tag {tag}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from stac2cube.export import export_cube
+
+    _require_cube(args.path)
+    written = export_cube(args.path, args.format, args.out, snapshot=args.snapshot)
+    print(f"wrote {len(written)} {'file' if len(written) == 1 else 'files'} to {args.out}")
     return 0
 
 

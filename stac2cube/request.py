@@ -64,6 +64,7 @@ class CubeRequest:
             "grid": self.grid.to_attrs(),
             "max_cloud": self.max_cloud,
             "resampling": self.resampling,
+            "aoi": self.intersects,
         }
 
 

@@ -20,11 +20,18 @@ its previous commit.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import xarray as xr
 
 from stac2cube.errors import GridMismatchError, StoreError
@@ -40,7 +47,7 @@ REFLECTANCE_ENCODING = {
     "add_offset": -0.1,
     "_FillValue": 0,
 }
-TIME_ENCODING = {"units": "seconds since 1970-01-01T00:00:00", "dtype": "int64"}
+TIME_ENCODING = {"units": "seconds since 1970-01-01", "dtype": "int64"}
 
 
 def _quiet_icechunk() -> None:
@@ -157,18 +164,115 @@ def encode_for_store(ds: xr.Dataset, chunk: int = CHUNK) -> dict[str, dict[str, 
     return enc
 
 
-def write_time_steps(session, ds: xr.Dataset, *, first: bool) -> None:
-    """Write (``first``) or append along time the variables of ``ds`` into ``session``."""
+def _computed(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its pixels computed (on the active dask scheduler or cluster)."""
+    return ds.compute()
+
+
+def write_time_steps(session, ds: xr.Dataset, *, first: bool, batch_size: int = 8) -> int:
+    """Write (``first``) or append along time the steps of ``ds``, ``batch_size`` at a time.
+
+    Each batch is computed (pixels read, reprojected, mosaicked: on a dask cluster when one is
+    active) and then written serially into the session, so memory holds one batch and any
+    number of batches go into one commit.
+
+    Returns:
+        The number of time steps written.
+    """
     from icechunk.xarray import to_icechunk
 
-    # chunk the pixel variables only: per-step string coordinates stay in memory (object dtype)
-    ds = ds.assign(
-        {name: var.chunk({"time": 1, "y": CHUNK, "x": CHUNK}) for name, var in ds.data_vars.items()}
+    n = ds.sizes["time"]
+    for k in range(0, n, batch_size):
+        part = _computed(ds.isel(time=slice(k, k + batch_size)))
+        if first and k == 0:
+            to_icechunk(part, session, mode="w-", encoding=encode_for_store(part))
+        else:
+            to_icechunk(part, session, append_dim="time")
+    return n
+
+
+def _time_only(ds: xr.Dataset) -> xr.Dataset:
+    """Drop what has no time dimension (region writes may only touch the region)."""
+    return ds.drop_vars([n for n, v in ds.variables.items() if "time" not in v.dims])
+
+
+def rewrite_time_steps(
+    session,
+    base: xr.Dataset,
+    new: xr.Dataset,
+    replaced_times: dict[str, str],
+    *,
+    batch_size: int = 8,
+) -> int:
+    """Insert and replace time steps so that time stays sorted.
+
+    Args:
+        session: writable icechunk session of the cube.
+        base: the cube as of the session's parent snapshot (read from a read-only session, so
+            rewriting shifted steps never reads what this session already overwrote).
+        new: time steps to write (additions and replacements), decoded.
+        replaced_times: ``new time -> cube time`` of the steps ``new`` replaces.
+        batch_size: time steps computed and written at a time.
+
+    Only the tail from the first changed position onward is rewritten; everything before it is
+    left as it is. Steps after the cube's end are plain appends.
+
+    Returns:
+        The number of time steps rewritten or appended.
+    """
+    from icechunk.xarray import to_icechunk
+
+    # per-step coordinates (small, object dtype) in memory; pixels stay lazy
+    base = base.assign_coords(
+        {n: c.compute() for n, c in base.coords.items() if n not in base.dims}
     )
-    if first:
-        to_icechunk(ds, session, mode="w-", encoding=encode_for_store(ds))
-    else:
-        to_icechunk(ds, session, append_dim="time")
+    old = pd.DatetimeIndex(base.time.values)
+    gone = {pd.Timestamp(t) for t in replaced_times.values()}
+    keep = base.sel(time=[t for t in old if t not in gone])
+    merged = xr.concat(
+        [keep, new],
+        dim="time",
+        data_vars="all",
+        coords="different",
+        compat="equals",
+        join="outer",
+    ).sortby("time")
+    added = [t for t in pd.DatetimeIndex(new.time.values) if t.isoformat() not in replaced_times]
+    changed = [old.get_loc(t) for t in gone] + [int(old.searchsorted(t)) for t in added]
+    k = min(changed) if changed else len(old)
+    tail = merged.isel(time=slice(k, None))
+    n_old = len(old) - k
+    # grow the arrays first (append the last steps), then overwrite the shifted region
+    write_time_steps(
+        session, tail.isel(time=slice(n_old, None)), first=False, batch_size=batch_size
+    )
+    for j in range(0, n_old, batch_size):
+        part = _computed(_time_only(tail.isel(time=slice(j, min(j + batch_size, n_old)))))
+        to_icechunk(part, session, region={"time": slice(k + j, k + j + part.sizes["time"])})
+    if n_old:
+        # xarray does not rewrite index coordinates in region mode: write the shifted times
+        _write_times(session, pd.DatetimeIndex(tail.time.values[:n_old]), start=k)
+    return tail.sizes["time"]
+
+
+def _write_times(session, times: pd.DatetimeIndex, *, start: int) -> None:
+    import zarr
+
+    array = zarr.open_group(session.store, mode="r+")["time"]
+    units = array.attrs.get("units")
+    if units != TIME_ENCODING["units"]:
+        raise StoreError(f"unexpected time encoding {units!r} in the cube; cannot insert steps")
+    seconds = (times - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
+    array[start : start + len(times)] = np.asarray(seconds, dtype="int64")
+
+
+def merge_ledger(
+    ledger: list[dict[str, Any]], entries: list[dict[str, Any]], replaced_times: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The cube's ledger with replaced steps swapped for their new entries, sorted by time."""
+    gone = set(replaced_times.values())
+    out = [e for e in ledger if e["time"] not in gone] + list(entries)
+    return sorted(out, key=lambda e: e["time"])
 
 
 def write_metadata(session, *, request: dict[str, Any], ledger: list[dict[str, Any]], version: str):
@@ -213,8 +317,7 @@ def cube_info(path: str | Path) -> dict[str, Any]:
         raise StoreError(f"no cube at {path}")
     ds = open_cube(path)
     grid = state.grid
-    repo = open_repo(path)
-    snapshot = next(iter(repo.ancestry(branch="main"))).id
+    snapshot = head_snapshot(path)
     return {
         "store": str(path),
         "snapshot": snapshot,
@@ -237,3 +340,79 @@ def cube_info(path: str | Path) -> dict[str, Any]:
         ],
         "stac2cube_version": state.version,
     }
+
+
+def head_snapshot(path: str | Path) -> str:
+    """Id of the snapshot the cube's ``main`` branch points to."""
+    return open_repo(path).lookup_branch("main")
+
+
+@contextmanager
+def store_lock(path: str | Path, wait: float = 0.0) -> Iterator[None]:
+    """Hold the exclusive write lock of the cube at ``path`` (a sibling ``.NAME.lock`` file).
+
+    The lock is an ``flock``: the kernel releases it when its process dies, even by SIGKILL.
+
+    Raises:
+        StoreError: another run holds the lock (after waiting ``wait`` seconds).
+    """
+    p = Path(path).resolve()
+    lock = p.with_name(f".{p.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "?"
+                    raise StoreError(
+                        f"another stac2cube run is writing {path} ({holder}); "
+                        "try again when it has finished"
+                    ) from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def history(path: str | Path) -> list[dict[str, Any]]:
+    """The cube's commits, newest first: snapshot id, time, message and what each added."""
+    repo = open_repo(path)
+    out = []
+    for snap in repo.ancestry(branch="main"):
+        meta = dict(snap.metadata or {})
+        out.append(
+            {
+                "snapshot": snap.id,
+                "written_at": snap.written_at.isoformat(),
+                "message": snap.message,
+                "added_time_steps": meta.get("added_time_steps"),
+                "replaced_time_steps": meta.get("replaced_time_steps"),
+                "scenes": meta.get("scenes"),
+                "stac2cube_version": meta.get("stac2cube_version"),
+            }
+        )
+    return out
+
+
+def rollback(path: str | Path, snapshot: str) -> str:
+    """Point the cube back at ``snapshot``; the abandoned head stays reachable as a tag.
+
+    Returns:
+        The name of the tag that keeps the previous head (``before-rollback-<time>``).
+    """
+    repo = open_repo(path)
+    known = {s["snapshot"] for s in history(path)}
+    if snapshot not in known:
+        raise StoreError(f"snapshot {snapshot} is not in the history of {path}")
+    head = repo.lookup_branch("main")
+    tag = f"before-rollback-{time.strftime('%Y%m%dT%H%M%S')}-{head[:6]}"
+    repo.create_tag(tag, head)
+    repo.reset_branch("main", snapshot)
+    return tag

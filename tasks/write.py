@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import xarray as xr
@@ -15,7 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stac2cube.errors import ReadError
-from stac2cube.store import write_metadata, write_time_steps
+from stac2cube.store import rewrite_time_steps, write_metadata, write_time_steps
 
 _HREF = re.compile(r"(?:file|https?|s3)://[^\s'\"]+|/[^\s'\"]+\.(?:tif|tiff|jp2)")
 
@@ -51,10 +52,24 @@ def asset_index(items: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str]]:
     return {a["href"]: (i["id"], key) for i in items for key, a in i.get("assets", {}).items()}
 
 
-def write_batch(session, ds: xr.Dataset, *, first: bool, items: Sequence[dict[str, Any]]) -> None:
+def write_batch(
+    session,
+    ds: xr.Dataset,
+    *,
+    first: bool,
+    items: Sequence[dict[str, Any]],
+    batch_size: int = 8,
+) -> None:
     """Compute ``ds`` into ``session``; a read failure becomes :class:`ReadError`."""
+    with naming_read_errors(items):
+        write_time_steps(session, ds, first=first, batch_size=batch_size)
+
+
+@contextmanager
+def naming_read_errors(items: Sequence[dict[str, Any]]):
+    """Turn a failure to read an asset of ``items`` into a :class:`ReadError` naming it."""
     try:
-        write_time_steps(session, ds, first=first)
+        yield
     except ReadError:
         raise
     except Exception as exc:
@@ -81,10 +96,29 @@ def write_task(session, ds: xr.Dataset, first: bool, items: list[dict[str, Any]]
     return int(ds.sizes["time"])
 
 
+@task(name="rewrite", cache_policy=NO_CACHE)
+def rewrite_task(
+    session,
+    base: xr.Dataset,
+    new: xr.Dataset,
+    replaced_times: dict[str, str],
+    items: list[dict[str, Any]],
+    batch_size: int = 8,
+) -> int:
+    """Prefect task: :func:`~stac2cube.store.rewrite_time_steps` (inserts and replacements)."""
+    with naming_read_errors(items):
+        return rewrite_time_steps(session, base, new, replaced_times, batch_size=batch_size)
+
+
 @task(name="commit", cache_policy=NO_CACHE)
 def commit_task(
-    session, request: dict[str, Any], ledger: list[dict[str, Any]], version: str, message: str
+    session,
+    request: dict[str, Any],
+    ledger: list[dict[str, Any]],
+    version: str,
+    message: str,
+    metadata: dict[str, Any] | None = None,
 ) -> str:
     """Prefect task: store request and ledger, then commit; returns the snapshot id."""
     write_metadata(session, request=request, ledger=ledger, version=version)
-    return session.commit(message, metadata={"stac2cube_version": version})
+    return session.commit(message, metadata={"stac2cube_version": version, **(metadata or {})})

@@ -1,0 +1,96 @@
+"""Plan stage: compare the catalog's time steps with the cube's ledger.
+
+The ledger, not Prefect state, decides what is new:
+
+* a solar day the cube lacks is **added**;
+* a solar day the cube has is **replaced** when the catalog now offers a scene for it that the
+  ledger does not list (a late tile, a reprocessed granule under a new id), or a listed scene in
+  a newer processing (higher baseline or later generation time under the same id);
+* otherwise it is **unchanged** (running the same update twice changes nothing). A scene that
+  disappeared from the catalog never deletes data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import task
+from stac2cube.tasks.group import TimeStep
+
+from stac2cube.items import processing_rank
+
+
+def processing_stamp(item: dict[str, Any]) -> list:
+    """JSON-ready (baseline, generation time) of an item, comparable across runs."""
+    baseline, generated, *_ = processing_rank(item)
+    return [list(baseline), generated]
+
+
+def stamp_ledger(entries: Sequence[dict[str, Any]], steps: Sequence[TimeStep]) -> None:
+    """Record each item's processing stamp in its ledger entry (in place)."""
+    for entry, step in zip(entries, steps, strict=True):
+        for record, item in zip(entry["items"], step.items, strict=True):
+            record["processing_stamp"] = processing_stamp(item)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will write."""
+
+    add: tuple[TimeStep, ...] = ()
+    replace: tuple[TimeStep, ...] = ()
+    unchanged: int = 0
+    replaced_times: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> list[TimeStep]:
+        """Every step to load, sorted by time."""
+        return sorted((*self.add, *self.replace), key=lambda s: s.time)
+
+    @property
+    def empty(self) -> bool:
+        return not self.add and not self.replace
+
+
+def plan_changes(steps: Sequence[TimeStep], ledger: Sequence[dict[str, Any]]) -> Plan:
+    """Split ``steps`` into additions, replacements and unchanged steps against ``ledger``.
+
+    A replaced step keeps the cube's timestamp for that solar day only if it is unchanged; the
+    new step's own timestamp is used (``replaced_times`` maps new -> old time).
+    """
+    by_day = {entry["solar_day"]: entry for entry in ledger}
+    add, replace, unchanged, replaced = [], [], 0, {}
+    for step in steps:
+        entry = by_day.get(step.solar_day.isoformat())
+        if entry is None:
+            add.append(step)
+            continue
+        known = {i["id"]: i.get("processing_stamp") for i in entry["items"]}
+        newer = any(
+            item["id"] not in known
+            or (known[item["id"]] is not None and processing_stamp(item) > known[item["id"]])
+            for item in step.items
+        )
+        if newer:
+            replace.append(step)
+            replaced[step.time.isoformat()] = entry["time"]
+        else:
+            unchanged += 1
+    return Plan(tuple(add), tuple(replace), unchanged, replaced)
+
+
+@task(name="plan")
+def plan_task(steps: list[TimeStep], ledger: list[dict[str, Any]]) -> Plan:
+    """Prefect task: :func:`plan_changes`, logged."""
+    from stac2cube._log import get_logger
+
+    plan = plan_changes(steps, ledger)
+    get_logger().info(
+        "plan: %d time steps to add, %d to replace (reprocessed or new scenes), %d unchanged",
+        len(plan.add),
+        len(plan.replace),
+        plan.unchanged,
+    )
+    return plan
