@@ -64,6 +64,7 @@ def repo_exists(path: str | Path) -> bool:
     p = Path(path)
     if not p.exists():
         return False
+    _quiet_icechunk()
     return icechunk.Repository.exists(icechunk.local_filesystem_storage(str(p.resolve())))
 
 
