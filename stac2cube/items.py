@@ -75,3 +75,30 @@ def scene_key(item: dict[str, Any]) -> tuple[str, str, str]:
     platform = str(item.get("properties", {}).get("platform", "")).lower()
     when = item_datetime(item).strftime("%Y-%m-%dT%H:%M")
     return (platform, tile_id(item), when)
+
+
+_LANDSAT_CORRECTION_IN_ID = re.compile(r"_(L2SP|L2SR)_")
+
+
+def landsat_correction(item: dict[str, Any]) -> tuple[str, str]:
+    """Landsat Level-2 correction (``L2SP``: SR + ST, ``L2SR``: SR only) and where it came from.
+
+    Evidence in order: ``landsat:correction``, the id (``LC09_L2SR_...``), the presence of a
+    thermal asset (``lwir11``/``lwir``); ``L2SP`` when nothing tells.
+
+    >>> landsat_correction({"id": "LC09_L2SR_084082_20250722_02_T1", "properties": {}})
+    ('L2SR', 'id')
+    """
+    props = item.get("properties", {})
+    value = str(props.get("landsat:correction") or "").upper()
+    if value in ("L2SP", "L2SR"):
+        return value, "landsat:correction"
+    m = _LANDSAT_CORRECTION_IN_ID.search(str(item.get("id", "")))
+    if m:
+        return m.group(1), "id"
+    assets = {k.lower() for k in item.get("assets", {})}
+    if assets & {"lwir11", "lwir", "st_b10", "st_b6"}:
+        return "L2SP", "thermal asset"
+    if assets:
+        return "L2SR", "absence of a thermal asset"
+    return "L2SP", "default"

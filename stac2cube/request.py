@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from stac2cube.catalogs import CatalogSpec, resolve_catalog
 from stac2cube.errors import InvalidRequestError
 from stac2cube.grid import Grid, grid_for_bbox, parse_crs
 from stac2cube.missions import BandSpec, MissionSpec, get_mission
+from stac2cube.radiometry import ProcessingOptions
 
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "average")
 DEFAULT_MAX_CLOUD = 100.0
@@ -44,6 +45,7 @@ class CubeRequest:
     max_cloud: float = DEFAULT_MAX_CLOUD
     resampling: str = "nearest"
     intersects: dict[str, Any] | None = None
+    options: ProcessingOptions = field(default_factory=ProcessingOptions)
 
     @property
     def datetime_range(self) -> str:
@@ -65,6 +67,7 @@ class CubeRequest:
             "max_cloud": self.max_cloud,
             "resampling": self.resampling,
             "aoi": self.intersects,
+            "options": self.options.describe(),
         }
 
 
@@ -155,6 +158,7 @@ def make_request(
     crs: str | int | None = None,
     max_cloud: float = DEFAULT_MAX_CLOUD,
     resampling: str = "nearest",
+    options: ProcessingOptions | None = None,
     today: dt.date | None = None,
 ) -> CubeRequest:
     """Validate user input into a :class:`CubeRequest`.
@@ -226,4 +230,5 @@ def make_request(
         max_cloud=cloud,
         resampling=resampling,
         intersects=intersects,
+        options=options or ProcessingOptions(),
     )

@@ -1,13 +1,37 @@
-"""Preprocess stage: per-item radiometry, then one mosaic per time step.
+"""Preprocess stage: per-item radiometry and masking, then one mosaic per time step.
 
-Each item's DN become physical values by its own :class:`~stac2cube.radiometry.Radiometry`
-(decided from the item's metadata and recorded). The scenes of a time step are mosaicked in the
-step's order: the first scene with a valid pixel provides it. Nodata is NaN in reflectance;
-classification bands keep their integer classes, 0 meaning nodata.
+Each item's raw values become physical values by its own
+:class:`~stac2cube.radiometry.Radiometry` (decided from the item's metadata and recorded).
+Optional cloud masking (:class:`~stac2cube.radiometry.ProcessingOptions`) removes pixels per
+item *before* mosaicking. The scenes of a time step are then mosaicked in the step's order: the
+first scene with a valid pixel provides it.
+
+What each variable holds, and how it is stored (``var.encoding``, honoured by the store):
+
+==================  ==========================  =========================================================
+kind                decoded values              stored as
+==================  ==========================  =========================================================
+S2 reflectance      reflectance, NaN nodata     uint16, scale 1e-4, offset -0.1, _FillValue 0
+Landsat SR          reflectance, NaN nodata     uint16, scale 2.75e-05, offset -0.2, _FillValue 0 (= DN)
+Landsat ST          kelvin, NaN nodata          uint16, scale 0.00341802, offset 149, _FillValue 0 (= DN)
+SCL                 classes, 0 nodata           uint8
+qa_pixel            bit flags, 1 (fill) nodata  uint16
+qa_<flag> masks     0/1 (fill: qa_fill = 1)     uint8
+S1 dB (default)     dB, NaN nodata              int16, scale 0.01, _FillValue -32768 (0.01 dB steps)
+S1 linear           gamma0, NaN nodata          float32, _FillValue NaN
+DEM elevation       metres, NaN nodata          float32, _FillValue NaN
+==================  ==========================  =========================================================
+
+Static products (the DEM) become a single time step at :data:`STATIC_TIME` (1970-01-01T00:00:00,
+the Unix epoch: a fixed sentinel, not an acquisition time), mosaicking every tile; the
+variables carry the attribute ``static = 1``. A fixed time keeps the store's time-based
+machinery (chunking, ledger, update planning) unchanged and makes re-runs idempotent.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,45 +41,173 @@ import xarray as xr
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pyproj import CRS
-from stac2cube.tasks.group import TimeStep
 
 from stac2cube.grid import Grid
 from stac2cube.items import item_datetime
-from stac2cube.radiometry import Radiometry, decide_radiometry
+from stac2cube.missions import BandSpec, MissionSpec
+from stac2cube.radiometry import (
+    QA_MASK_FLAGS,
+    QA_PIXEL_BITS,
+    ProcessingOptions,
+    Radiometry,
+    decide_radiometry,
+)
 from stac2cube.request import CubeRequest
+from stac2cube.tasks.group import TimeStep
 
-# Largest reflectance the uint16 storage (scale 1e-4, offset -0.1) can hold
+# Largest reflectance the Sentinel-2 uint16 storage (scale 1e-4, offset -0.1) can hold
 MAX_STORED_REFLECTANCE = 65535 * 1e-4 - 0.1
+#: The time of the single step of a static product (DEM).
+STATIC_TIME = dt.datetime(1970, 1, 1)
+
+S2_REFLECTANCE_ENCODING = {
+    "dtype": "uint16",
+    "scale_factor": 1e-4,
+    "add_offset": -0.1,
+    "_FillValue": 0,
+}
+LANDSAT_SR_ENCODING = {
+    "dtype": "uint16",
+    "scale_factor": 2.75e-05,
+    "add_offset": -0.2,
+    "_FillValue": 0,
+}
+LANDSAT_ST_ENCODING = {
+    "dtype": "uint16",
+    "scale_factor": 0.00341802,
+    "add_offset": 149.0,
+    "_FillValue": 0,
+}
+DB_ENCODING = {"dtype": "int16", "scale_factor": 0.01, "add_offset": 0.0, "_FillValue": -32768}
+FLOAT_ENCODING = {"dtype": "float32", "_FillValue": np.float32(np.nan)}
 
 
-def to_physical(raw: xr.DataArray, radiometry: Sequence[Radiometry]) -> xr.DataArray:
-    """float32 physical values of a raw ``(item, ...)`` DN array; NaN where DN == 0.
+def variable_encoding(
+    mission: MissionSpec, band: BandSpec, options: ProcessingOptions | None = None
+) -> dict[str, Any]:
+    """How ``band`` of ``mission`` is stored (a Zarr/CF encoding dict; see the module docs)."""
+    options = options or ProcessingOptions()
+    if band.kind == "reflectance":
+        if mission.radiometry == "landsat-c2-l2":
+            return dict(LANDSAT_SR_ENCODING)
+        return dict(S2_REFLECTANCE_ENCODING)
+    if band.kind == "temperature":
+        return dict(LANDSAT_ST_ENCODING)
+    if band.kind == "backscatter":
+        return dict(DB_ENCODING) if options.sar_scale == "db" else dict(FLOAT_ENCODING)
+    if band.kind == "elevation":
+        return dict(FLOAT_ENCODING)
+    return {"dtype": mission.band_dtype(band)}
+
+
+def stored_range(encoding: dict[str, Any]) -> tuple[float, float] | None:
+    """Smallest and largest value a scaled-integer ``encoding`` holds (its fill excluded).
+
+    >>> lo, hi = stored_range(S2_REFLECTANCE_ENCODING)
+    >>> round(lo, 4), round(hi, 4)
+    (-0.0999, 6.4535)
+    """
+    dtype = np.dtype(encoding["dtype"])
+    if dtype.kind not in "iu" or "scale_factor" not in encoding:
+        return None
+    info = np.iinfo(dtype)
+    lo, hi = int(info.min), int(info.max)
+    fill = encoding.get("_FillValue")
+    if fill == lo:
+        lo += 1
+    elif fill == hi:
+        hi -= 1
+    s, o = float(encoding["scale_factor"]), float(encoding.get("add_offset", 0.0))
+    return (lo * s + o, hi * s + o)
+
+
+def to_physical(
+    raw: xr.DataArray,
+    radiometry: Sequence[Radiometry],
+    *,
+    clip: tuple[float, float] | None = None,
+) -> xr.DataArray:
+    """float32 physical values of a raw ``(item, [band,] ...)`` array; NaN for nodata.
+
+    Nodata: each item's ``Radiometry.nodata`` (0 for integer data when unset) and NaN. With a
+    ``band`` dimension each band gets its own scale/offset (:meth:`Radiometry.scaling`). Items
+    whose ``transform`` is ``db`` get 10 * log10 of the value (NaN where it is <= 0).
 
     Example:
-        >>> raw = xr.DataArray(np.array([[0, 1000, 2500]], "uint16"), dims=("item", "x"))
+        >>> raw = xr.DataArray(np.array([[0, 1500, 2500]], "uint16"), dims=("item", "x"))
         >>> to_physical(raw, [Radiometry("s2-offset-1000", 1e-4, -0.1)]).values.round(4)
-        array([[   nan, 0.    , 0.15  ]], dtype=float32)
+        array([[ nan, 0.05, 0.15]], dtype=float32)
     """
-    scale = xr.DataArray(np.array([r.scale for r in radiometry], "float32"), dims="item")
-    offset = xr.DataArray(np.array([r.offset for r in radiometry], "float32"), dims="item")
-    values = raw.astype("float32") * scale + offset
-    return values.where(raw != 0).clip(max=MAX_STORED_REFLECTANCE)
+    n = len(radiometry)
+    if "band" in raw.dims:
+        names = [str(b) for b in raw.band.values]
+        scale = np.array([[r.scaling(b)[0] for b in names] for r in radiometry], "float64")
+        offset = np.array([[r.scaling(b)[1] for b in names] for r in radiometry], "float64")
+        scale_da = xr.DataArray(scale.astype("float32"), dims=("item", "band"))
+        offset_da = xr.DataArray(offset.astype("float32"), dims=("item", "band"))
+    else:
+        scale_da = xr.DataArray(np.array([r.scale for r in radiometry], "float32"), dims="item")
+        offset_da = xr.DataArray(np.array([r.offset for r in radiometry], "float32"), dims="item")
+    integer = raw.dtype.kind in "iu"
+    default_nodata = 0.0 if integer else math.nan
+    nodata = np.array(
+        [default_nodata if r.nodata is None else float(r.nodata) for r in radiometry], "float64"
+    )
+    values = raw.astype("float32")
+    invalid = xr.zeros_like(raw, dtype=bool)
+    finite = ~np.isnan(nodata)
+    if finite.any():
+        nd = xr.DataArray(np.where(finite, nodata, 0.0), dims="item")
+        hit = values == nd.astype("float32")
+        invalid = invalid | (hit & xr.DataArray(finite, dims="item"))
+    if not integer:
+        invalid = invalid | values.isnull()
+    values = values * scale_da + offset_da
+    db = np.array([r.transform == "db" for r in radiometry], bool)
+    if db.any():
+        as_db = 10.0 * np.log10(values.where(values > 0))
+        values = xr.where(xr.DataArray(db, dims="item"), as_db, values).astype("float32")
+    values = values.where(~invalid)
+    if clip is not None:
+        values = values.clip(min=clip[0], max=clip[1])
+    assert values.sizes["item"] == n
+    return values
 
 
 def mosaic_first_valid(
-    data: xr.DataArray, steps: Sequence[Sequence[int]], *, nodata: float | int | None = None
+    data: xr.DataArray,
+    steps: Sequence[Sequence[int]],
+    *,
+    nodata: float | int | None = None,
+    valid: xr.DataArray | None = None,
 ) -> xr.DataArray:
     """Combine the items of each step (positions along ``item``): first valid value wins.
 
-    Valid means not NaN (``nodata=None``) or not equal to ``nodata``.
+    Valid means not NaN (``nodata=None``) or not equal to ``nodata``; with ``valid`` (a boolean
+    ``(item, ...)`` array) an item's pixel counts only where ``valid`` is true as well, and
+    where no item is valid the first value that is not nodata is kept (so a classification
+    layer shows why a masked pixel is empty).
     """
+
+    def present(pos: int) -> xr.DataArray:
+        layer = data.isel(item=pos)
+        return layer.notnull() if nodata is None else layer != nodata
+
     out = []
     for positions in steps:
         acc = data.isel(item=positions[0])
+        have = present(positions[0])
+        if valid is not None:
+            have = have & valid.isel(item=positions[0])
         for pos in positions[1:]:
-            missing = acc.isnull() if nodata is None else acc == nodata
-            acc = xr.where(missing, data.isel(item=pos), acc, keep_attrs=True)
-        out.append(acc.drop_vars("item", errors="ignore"))
+            cand = present(pos) if valid is None else present(pos) & valid.isel(item=pos)
+            take = ~have & cand
+            acc = xr.where(take, data.isel(item=pos), acc, keep_attrs=True)
+            have = have | cand
+        if valid is not None:
+            fallback = mosaic_first_valid(data, [positions], nodata=nodata).isel(time=0)
+            acc = xr.where(have, acc, fallback, keep_attrs=True)
+        out.append(acc.drop_vars("item", errors="ignore").astype(data.dtype))
     return xr.concat(out, dim="time", coords="minimal", join="exact")
 
 
@@ -71,69 +223,190 @@ def spatial_ref(grid: Grid) -> xr.DataArray:
     return xr.DataArray(np.int32(0), attrs=attrs)
 
 
+def static_step(items: Sequence[dict[str, Any]]) -> TimeStep:
+    """All ``items`` of a static product as one time step at :data:`STATIC_TIME`.
+
+    Use in place of solar-day grouping for missions with ``time_series=False``; the items keep
+    their order (the mosaic order: the first valid pixel wins).
+    """
+    return TimeStep(STATIC_TIME, STATIC_TIME.date(), tuple(items))
+
+
+def static_steps(items: Sequence[dict[str, Any]]) -> list[TimeStep]:
+    """``[static_step(items sorted by id)]``, or ``[]`` without items."""
+    return [static_step(sorted(items, key=lambda i: i["id"]))] if items else []
+
+
 def ledger_entries(
-    steps: Sequence[TimeStep], radiometry: Sequence[Sequence[Radiometry]]
+    steps: Sequence[TimeStep],
+    radiometry: Sequence[Sequence[Radiometry]],
+    catalog: str | None = None,
 ) -> list[dict[str, Any]]:
     """JSON-ready record of each step: its items and the radiometry applied to each."""
     out = []
     for step, rads in zip(steps, radiometry, strict=True):
-        out.append(
-            {
-                "time": step.time.isoformat(),
-                "solar_day": step.solar_day.isoformat(),
-                "items": [
-                    {
-                        "id": item["id"],
-                        "collection": item.get("collection"),
-                        "datetime": item_datetime(item).isoformat(),
-                        "processing_baseline": rad.baseline,
-                        "rule": rad.rule,
-                        "scale": rad.scale,
-                        "offset": rad.offset,
-                        "warnings": list(rad.warnings),
-                    }
-                    for item, rad in zip(step.items, rads, strict=True)
-                ],
-            }
-        )
+        entry: dict[str, Any] = {
+            "time": step.time.isoformat(),
+            "solar_day": step.solar_day.isoformat(),
+            "items": [
+                {
+                    "id": item["id"],
+                    "collection": item.get("collection"),
+                    "datetime": item_datetime(item).isoformat(),
+                    **rad.record(),
+                }
+                for item, rad in zip(step.items, rads, strict=True)
+            ],
+        }
+        if catalog:
+            entry["catalog"] = catalog
+        out.append(entry)
     return out
 
 
 def _joined(values) -> str:
-    return ",".join(dict.fromkeys(str(v) for v in values))
+    return ",".join(dict.fromkeys("" if v is None else str(v) for v in values))
+
+
+def cloud_masks(
+    mission: MissionSpec, raw: dict[str, xr.DataArray], options: ProcessingOptions
+) -> xr.DataArray | None:
+    """Per-item ``(item, y, x)`` boolean: pixels to drop (clouds, shadows) or None.
+
+    Sentinel-2 L2A: SCL in ``options.scl_classes``; Landsat: any QA_PIXEL flag of
+    ``options.qa_flags`` set.
+    """
+    if not options.mask_clouds or not mission.qa_band:
+        return None
+    qa = mission.band(mission.qa_band)
+    stack = raw.get(qa.kind)
+    if stack is None or qa.name not in stack.band.values:
+        raise ValueError(f"cloud masking needs band {qa.name}; load it with the same options")
+    layer = stack.sel(band=qa.name, drop=True)
+    if qa.kind == "classification":
+        return layer.isin(list(options.scl_classes))
+    return (layer & np.uint16(options.qa_mask_bits)) != 0
+
+
+def qa_flag_masks(qa: xr.DataArray) -> dict[str, xr.DataArray]:
+    """``qa_<flag>`` uint8 0/1 layers decoded from QA_PIXEL (see ``QA_MASK_FLAGS``)."""
+    out = {}
+    for flag in QA_MASK_FLAGS:
+        bit = QA_PIXEL_BITS[flag]
+        out[f"qa_{flag}"] = ((qa >> bit) & 1).astype("uint8")
+    return out
+
+
+_KIND_TEXT = {
+    "reflectance": "surface reflectance",
+    "temperature": "surface temperature",
+    "backscatter": "gamma0 backscatter",
+    "elevation": "elevation",
+}
+
+
+def _attrs(mission: MissionSpec, band: BandSpec, options: ProcessingOptions) -> dict[str, Any]:
+    long_name = band.long_name or f"{band.name} {_KIND_TEXT.get(band.kind, band.kind)}"
+    if mission.id == "sentinel-2-l1c" and band.kind == "reflectance":
+        long_name = f"{band.name} top-of-atmosphere reflectance"
+    attrs: dict[str, Any] = {"long_name": long_name, "grid_mapping": "spatial_ref"}
+    if band.kind == "backscatter":
+        attrs["units"] = "dB" if options.sar_scale == "db" else "1"
+    elif band.kind in ("classification", "bitfield"):
+        attrs["nodata"] = int(mission.band_nodata(band))
+    else:
+        attrs["units"] = band.units
+    if band.kind == "bitfield":
+        attrs["flag_masks"] = [1 << b for b in QA_PIXEL_BITS.values()]
+        attrs["flag_meanings"] = " ".join(QA_PIXEL_BITS)
+    if mission.static:
+        attrs["static"] = 1
+    return attrs
 
 
 def build_dataset(
-    request: CubeRequest, steps: Sequence[TimeStep], raw: dict[str, xr.DataArray]
+    request: CubeRequest,
+    steps: Sequence[TimeStep],
+    raw: dict[str, xr.DataArray],
+    *,
+    options: ProcessingOptions | None = None,
 ) -> tuple[xr.Dataset, list[dict[str, Any]]]:
     """The cube's variables for ``steps`` (lazy) and their ledger entries.
 
-    ``raw`` holds the stacks of :func:`stac2cube.tasks.load.load_raw` for the items of
-    ``steps``, in step order.
+    Args:
+        request: the validated request.
+        steps: the time steps; for a static mission their items are merged into one step at
+            :data:`STATIC_TIME` (keeping their order).
+        raw: the stacks of :func:`stac2cube.tasks.load.load_raw` for the items of ``steps``,
+            in step order, loaded with the same ``options``.
+        options: processing options (cloud masking, SAR scale); default: the request's, if it
+            carries them, else :class:`~stac2cube.radiometry.ProcessingOptions` defaults.
+
+    Returns:
+        ``(dataset, ledger entries)``; each variable's ``encoding`` says how it is stored.
     """
-    rads = [[decide_radiometry(request.mission.id, i) for i in s.items] for s in steps]
+    from stac2cube.tasks.load import options_of
+
+    options = options_of(request, options)
+    mission = request.mission
+    if mission.static and steps:
+        steps = [static_step([i for s in steps for i in s.items])]
+    rads = [[decide_radiometry(mission.id, i, options=options) for i in s.items] for s in steps]
     flat = [r for step_rads in rads for r in step_rads]
     positions, k = [], 0
     for step in steps:
         positions.append(list(range(k, k + len(step.items))))
         k += len(step.items)
 
-    variables = {}
-    if "reflectance" in raw:
-        refl = mosaic_first_valid(to_physical(raw["reflectance"], flat), positions)
-        for name in refl.band.values:
-            variables[str(name)] = refl.sel(band=name, drop=True).assign_attrs(
-                long_name=f"{request.mission.band(str(name)).name} surface reflectance",
-                units="1",
-                grid_mapping="spatial_ref",
+    masked = cloud_masks(mission, raw, options)
+    wanted = {b.name for b in request.bands}
+    variables: dict[str, xr.DataArray] = {}
+    for kind, stack in raw.items():
+        bands = [mission.band(str(b)) for b in stack.band.values]
+        if kind in ("classification", "bitfield"):
+            nodata = mission.band_nodata(bands[0])
+            if kind == "bitfield":
+                present = (stack & np.uint16(1)) == 0  # fill bit unset
+                values = stack.where(present, np.uint16(nodata)).astype(stack.dtype)
+            else:
+                values = stack
+            mosaic = mosaic_first_valid(
+                values, positions, nodata=nodata, valid=None if masked is None else ~masked
             )
-    if "classification" in raw:
-        classes = mosaic_first_valid(raw["classification"], positions, nodata=0)
-        for name in classes.band.values:
-            variables[str(name)] = classes.sel(band=name, drop=True).assign_attrs(
-                long_name=f"{name} classification", nodata=0, grid_mapping="spatial_ref"
-            )
-    ds = xr.Dataset(variables)
+        else:
+            ranges = [stored_range(variable_encoding(mission, b, options)) for b in bands]
+            lo = xr.DataArray([r[0] if r else -np.inf for r in ranges], dims="band")
+            hi = xr.DataArray([r[1] if r else np.inf for r in ranges], dims="band")
+            phys = to_physical(stack, flat)
+            absent = np.array([[b.name in r.missing for b in bands] for r in flat], bool)
+            if absent.any():  # e.g. lwir11 of L2SR items: nodata even if an asset exists
+                phys = phys.where(~xr.DataArray(absent, dims=("item", "band")))
+            if any(ranges):  # what the storage encoding cannot hold is clipped to its range
+                phys = phys.clip(min=lo.astype("float32"), max=hi.astype("float32"))
+            if masked is not None and kind in ("reflectance", "temperature"):
+                phys = phys.where(~masked)
+            mosaic = mosaic_first_valid(phys, positions)
+        for band in bands:
+            if band.name not in wanted:
+                continue  # read for masking only
+            var = mosaic.sel(band=band.name, drop=True)
+            var = var.assign_attrs(_attrs(mission, band, options))
+            var.encoding = variable_encoding(mission, band, options)
+            variables[band.name] = var
+            if band.kind == "bitfield":
+                for name, flag in qa_flag_masks(var).items():
+                    flag = flag.assign_attrs(
+                        long_name=f"QA_PIXEL {name.removeprefix('qa_')} flag",
+                        flag_values=[0, 1],
+                        flag_meanings="no yes",
+                        grid_mapping="spatial_ref",
+                    )
+                    flag.encoding = {"dtype": "uint8"}
+                    variables[name] = flag
+    ds = xr.Dataset({b.name: variables[b.name] for b in request.bands if b.name in variables})
+    for name, var in variables.items():  # derived layers (qa_* masks) after the bands
+        if name not in ds:
+            ds[name] = var
     ds = ds.assign_coords(
         time=pd.DatetimeIndex([s.time for s in steps]).astype("datetime64[ns]"),
         spatial_ref=spatial_ref(request.grid),
@@ -152,12 +425,15 @@ def build_dataset(
         log = get_logger()
         for w in dict.fromkeys(warnings):
             log.warning("radiometry: %s", w)
-    return ds, ledger_entries(steps, rads)
+    return ds, ledger_entries(steps, rads, request.catalog.name)
 
 
 @task(name="preprocess", cache_policy=NO_CACHE)
 def preprocess_task(
-    request: CubeRequest, steps: list[TimeStep], raw: dict[str, xr.DataArray]
+    request: CubeRequest,
+    steps: list[TimeStep],
+    raw: dict[str, xr.DataArray],
+    options: ProcessingOptions | None = None,
 ) -> tuple[xr.Dataset, list[dict[str, Any]]]:
     """Prefect task: :func:`build_dataset` (lazy)."""
-    return build_dataset(request, steps, raw)
+    return build_dataset(request, steps, raw, options=options)

@@ -3,6 +3,11 @@
 Transient failures (HTTP 429/5xx, connection resets, read timeouts) are retried with exponential
 backoff; after the last try the error names the catalog and the status. Item dicts are returned
 as the API served them (``items_as_dicts``), so ``proj:epsg`` survives for stackstac.
+
+Per mission: static products (the DEM) are searched without a date filter (their items carry
+the production date, not an acquisition date); ``--max-cloud`` applies only to missions whose
+items have ``eo:cloud_cover`` (not Sentinel-1 or the DEM). A collection entry ``a,b,c`` searches
+several collections at once (terrabyte's three Landsat collections).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 from prefect import task
 from urllib3.util.retry import Retry
 
+from stac2cube.catalogs import split_collections
 from stac2cube.errors import CatalogError, EmptySearchError
 from stac2cube.request import CubeRequest
 
@@ -65,24 +71,29 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
-def normalise_item(item: dict[str, Any]) -> dict[str, Any]:
-    """Make ``proj:epsg`` present where the item only has ``proj:code`` (STAC projection v2)."""
-    props = item.get("properties", {})
-    code = props.get("proj:code")
+def _normalise_proj(fields: dict[str, Any]) -> None:
+    code = fields.get("proj:code")
     if (
-        props.get("proj:epsg") is None
+        fields.get("proj:epsg") is None
         and isinstance(code, str)
         and code.upper().startswith("EPSG:")
     ):
-        props["proj:epsg"] = int(code.split(":", 1)[1])
+        fields["proj:epsg"] = int(code.split(":", 1)[1])
+    transform = fields.get("proj:transform")
+    if isinstance(transform, list) and len(transform) == 9:
+        fields["proj:transform"] = transform[:6]  # the 3x3 form some APIs serve
+
+
+def normalise_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Make ``proj:epsg`` present where the item only has ``proj:code`` (STAC projection v2).
+
+    Also trims 9-element (3x3) ``proj:transform`` to the 6 coefficients stackstac reads. Items
+    without any projection metadata are left alone: the load stage then places each asset by
+    the item's WGS 84 ``bbox`` and GDAL reads its real georeferencing.
+    """
+    _normalise_proj(item.setdefault("properties", {}))
     for asset in item.get("assets", {}).values():
-        acode = asset.get("proj:code")
-        if (
-            asset.get("proj:epsg") is None
-            and isinstance(acode, str)
-            and acode.upper().startswith("EPSG:")
-        ):
-            asset["proj:epsg"] = int(acode.split(":", 1)[1])
+        _normalise_proj(asset)
     return item
 
 
@@ -101,17 +112,7 @@ def search_items(
     """
     url = request.catalog.url
     client = client or open_client(url)
-    params: dict[str, Any] = {
-        "collections": [request.collection],
-        "datetime": request.datetime_range,
-        "limit": page_size,
-    }
-    if request.intersects is not None:
-        params["intersects"] = request.intersects
-    else:
-        params["bbox"] = list(request.bbox)
-    if request.max_cloud < 100 and request.mission.time_series:
-        params["query"] = {"eo:cloud_cover": {"lte": request.max_cloud}}
+    params = search_parameters(request, page_size=page_size)
     try:
         items = [normalise_item(i) for i in client.search(**params).items_as_dicts()]
     except Exception as exc:
@@ -120,11 +121,29 @@ def search_items(
         ) from exc
     if not items and not allow_empty:
         cloud = f", cloud cover <= {request.max_cloud:g}%" if "query" in params else ""
+        when = f", {request.start} to {request.end}" if "datetime" in params else ""
         raise EmptySearchError(
-            f"no {request.collection} scenes on {url} for bbox {list(request.bbox)}, "
-            f"{request.start} to {request.end}{cloud}"
+            f"no {request.collection} scenes on {url} for bbox {list(request.bbox)}{when}{cloud}"
         )
     return items
+
+
+def search_parameters(request: CubeRequest, *, page_size: int = 100) -> dict[str, Any]:
+    """The pystac-client ``search`` parameters for ``request`` (see the module docs)."""
+    mission = request.mission
+    params: dict[str, Any] = {
+        "collections": split_collections(request.collection),
+        "limit": page_size,
+    }
+    if mission.time_series:
+        params["datetime"] = request.datetime_range
+    if request.intersects is not None:
+        params["intersects"] = request.intersects
+    else:
+        params["bbox"] = list(request.bbox)
+    if request.max_cloud < 100 and mission.time_series and mission.cloud_cover:
+        params["query"] = {"eo:cloud_cover": {"lte": request.max_cloud}}
+    return params
 
 
 @task(name="search", retries=0)
