@@ -1,0 +1,312 @@
+"""Run reports: what a build or update did, as Prefect artifacts on the flow run.
+
+Pure functions turn a flow's summary (the dict :func:`~stac2cube.flows.build.get_stac_layers`
+returns) and the cube's own description (:func:`stac2cube.store.cube_info`) into markdown and
+table rows; :func:`publish_build_report` is the thin Prefect wrapper that stores them as a
+markdown artifact and a table artifact, keyed by the cube's name so the UI shows each cube's
+latest report and its history.
+
+Example:
+    >>> md = report_markdown({"store": "a.icechunk", "snapshot": None, "added_time_steps": 0,
+    ...                       "replaced_time_steps": 0, "time_steps": 3, "scenes": 0})
+    >>> "Nothing new" in md
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "ProgressArtifact",
+    "artifact_key",
+    "percent_done",
+    "publish_build_report",
+    "quicklook_png",
+    "redact_url",
+    "report_markdown",
+    "time_step_rows",
+]
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    import xarray as xr
+
+#: Rows of the time-step table at most (the newest are kept).
+MAX_TABLE_ROWS = 1000
+
+
+def artifact_key(store: str, suffix: str) -> str:
+    """An artifact key for the cube at ``store``: lowercase letters, digits and dashes.
+
+    >>> artifact_key("/data/Munich 2024.icechunk", "report")
+    'cube-munich-2024-report'
+    """
+    name = Path(str(store).rstrip("/")).name.removesuffix(".icechunk") or "cube"
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "cube"
+    return f"cube-{slug}-{suffix}"
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` without user name, password, query or fragment (which may carry keys).
+
+    >>> redact_url("https://user:key@example.com/stac?token=abc")
+    'https://example.com/stac'
+    """
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if not parts.scheme:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value).replace("|", "\\|")
+
+
+def time_step_rows(info: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per time step of the cube (newest last): time, scenes, rules, cloud fraction.
+
+    ``cloud_fraction`` is filled where the cube records it for the step, else None.
+    Only the newest :data:`MAX_TABLE_ROWS` steps are kept.
+    """
+    if not info:
+        return []
+    rows = [
+        {
+            "time": step.get("time"),
+            "scenes": step.get("scenes"),
+            "radiometry": ", ".join(step.get("rules", [])),
+            "cloud_fraction": step.get("cloud_fraction"),
+        }
+        for step in info.get("time_steps", [])
+    ]
+    return rows[-MAX_TABLE_ROWS:]
+
+
+def report_markdown(
+    summary: Mapping[str, Any], info: Mapping[str, Any] | None = None, *, title: str = "Cube build"
+) -> str:
+    """A markdown report of one run.
+
+    Args:
+        summary: What the flow returned: ``store``, ``snapshot`` (None when nothing was
+            written), ``added_time_steps``, ``replaced_time_steps``, ``time_steps``, ``scenes``.
+        info: :func:`stac2cube.store.cube_info` of the cube after the run, if there is a cube.
+        title: First heading.
+
+    Returns:
+        Markdown text: what changed, the grid, bands, time range and source (catalog URL
+        without credentials), and the newest time steps with their scene counts.
+    """
+    store = summary.get("store", "?")
+    lines = [f"# {title}: `{store}`", ""]
+    if summary.get("snapshot") is None:
+        lines += ["**Nothing new**: the cube already holds every matching scene.", ""]
+    else:
+        lines += [f"Committed snapshot `{summary['snapshot']}`.", ""]
+    lines += [
+        "| | |",
+        "|---|---|",
+        f"| time steps added | {_fmt(summary.get('added_time_steps', 0))} |",
+        f"| time steps replaced (reprocessed scenes) | "
+        f"{_fmt(summary.get('replaced_time_steps', 0))} |",
+        f"| scenes read | {_fmt(summary.get('scenes', 0))} |",
+        f"| time steps in the cube | {_fmt(summary.get('time_steps'))} |",
+    ]
+    if info:
+        shape = info.get("shape", {})
+        time_range = info.get("time_range") or [None, None]
+        lines += [
+            f"| mission | {_fmt(info.get('mission'))} |",
+            f"| catalog | {_fmt(redact_url(info.get('catalog')))} |",
+            f"| collection | {_fmt(info.get('collection'))} |",
+            f"| bands | {_fmt(info.get('bands'))} |",
+            f"| grid | {_fmt(info.get('crs'))}, {_fmt(info.get('resolution'))} m, "
+            f"{_fmt(shape.get('x'))} x {_fmt(shape.get('y'))} px |",
+            f"| bounds | {_fmt(info.get('bounds'))} |",
+            f"| time range | {_fmt(time_range[0])} .. {_fmt(time_range[1])} |",
+            f"| stac2cube | {_fmt(info.get('stac2cube_version'))} |",
+        ]
+        rows = time_step_rows(info)[-10:]
+        if rows:
+            with_cloud = any(r["cloud_fraction"] is not None for r in rows)
+            head = "| time | scenes | radiometry |" + (" cloud fraction |" if with_cloud else "")
+            sep = "|---|---|---|" + ("---|" if with_cloud else "")
+            lines += ["", f"## Newest {len(rows)} time steps", "", head, sep]
+            for r in rows:
+                cells = [_fmt(r["time"]), _fmt(r["scenes"]), _fmt(r["radiometry"])]
+                if with_cloud:
+                    cf = r["cloud_fraction"]
+                    cells.append("-" if cf is None else f"{100 * cf:.0f}%")
+                lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def quicklook_png(ds: xr.Dataset, *, max_size: int = 256) -> bytes | None:
+    """A PNG of the cube's newest time step: true colour (B04, B03, B02) or the first band in grey.
+
+    Each band is stretched from its 2nd to 98th percentile; nodata (NaN) is transparent. Images
+    larger than ``max_size`` pixels a side are subsampled.
+
+    Args:
+        ds: The decoded cube (:func:`stac2cube.store.open_cube`).
+        max_size: Largest side of the picture in pixels.
+
+    Returns:
+        PNG bytes, or None for a cube without time steps or bands.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if ds.sizes.get("time", 0) == 0:
+        return None
+    rgb = [b for b in ("B04", "B03", "B02") if b in ds.data_vars]
+    names = rgb if len(rgb) == 3 else [b for b in ds.data_vars if b != "SCL"][:1]
+    if not names:
+        return None
+    step = max(1, -(-max(ds.sizes["y"], ds.sizes["x"]) // max_size))
+    newest = ds[names].isel(time=-1, y=slice(None, None, step), x=slice(None, None, step))
+    layers = [np.asarray(newest[n].values, dtype="float64") for n in names]
+    valid = np.logical_and.reduce([np.isfinite(a) for a in layers])
+    channels = []
+    for a in layers:
+        finite = a[valid]
+        lo, hi = np.percentile(finite, (2, 98)) if finite.size else (0.0, 1.0)
+        scaled = np.clip((a - lo) / ((hi - lo) or 1.0), 0, 1)
+        channels.append(np.where(valid, np.round(scaled * 255), 0).astype("uint8"))
+    if len(channels) == 1:
+        channels = channels * 3
+    alpha = np.where(valid, 255, 0).astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(np.dstack([*channels, alpha]), mode="RGBA").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def percent_done(done: int, total: int) -> float:
+    """Progress in percent, 0..100 (100 for an empty job).
+
+    >>> percent_done(3, 8)
+    37.5
+    """
+    if total <= 0:
+        return 100.0
+    return round(100.0 * min(max(done, 0), total) / total, 1)
+
+
+class ProgressArtifact:
+    """A Prefect progress artifact of a long run, advanced as time steps are written.
+
+    Example:
+        >>> progress = ProgressArtifact("munich.icechunk", total=40)  # doctest: +SKIP
+        >>> progress.update(8)  # doctest: +SKIP
+    """
+
+    def __init__(self, store: str, total: int, description: str | None = None) -> None:
+        """Create the artifact at 0% on the current run.
+
+        Args:
+            store: The cube store (names the artifact key).
+            total: Units of work (time steps) of the run.
+            description: Shown under the progress bar.
+        """
+        from prefect.artifacts import create_progress_artifact
+
+        self.total = total
+        self.key = artifact_key(store, "progress")
+        self.id: UUID = create_progress_artifact(
+            0.0, key=self.key, description=description or f"Time steps written to {store}"
+        )
+
+    def update(self, done: int) -> float:
+        """Set the progress to ``done`` of ``total``; returns the percentage."""
+        from prefect.artifacts import update_progress_artifact
+
+        pct = percent_done(done, self.total)
+        update_progress_artifact(self.id, pct)
+        return pct
+
+
+def publish_build_report(
+    summary: Mapping[str, Any], *, info: Mapping[str, Any] | None = None, title: str = "Cube build"
+) -> dict[str, Any]:
+    """Store the run's report as Prefect artifacts: markdown summary, time-step table, quicklook.
+
+    Call it inside a flow or task run: the artifacts attach to that run. ``info`` defaults to
+    :func:`~stac2cube.store.cube_info` of ``summary["store"]`` (None when there is no cube).
+
+    Args:
+        summary: The flow's summary dict.
+        info: The cube's description, if already at hand.
+        title: First heading of the markdown.
+
+    Returns:
+        ``{"markdown": id, "table": id, "quicklook": id, "keys": [...]}``: the artifact ids (None
+        where there was nothing to show) and keys.
+    """
+    from prefect.artifacts import (
+        create_image_artifact,
+        create_markdown_artifact,
+        create_table_artifact,
+    )
+
+    store = str(summary.get("store", "cube"))
+    if info is None:
+        info = _cube_info_or_none(store)
+    report_key = artifact_key(store, "report")
+    table_key = artifact_key(store, "time-steps")
+    md_id = create_markdown_artifact(
+        markdown=report_markdown(summary, info, title=title),
+        key=report_key,
+        description=f"{title} of {store}",
+    )
+    rows = time_step_rows(info)
+    table_id = None
+    if rows:
+        table_id = create_table_artifact(
+            table=rows, key=table_key, description=f"Time steps of {store}"
+        )
+    image_key = artifact_key(store, "quicklook")
+    image_id = None
+    png = _quicklook_of(store) if info else None
+    if png is not None:
+        image_id = create_image_artifact(
+            image_url="data:image/png;base64," + base64.b64encode(png).decode(),
+            key=image_key,
+            description=f"Newest time step of {store}",
+        )
+    return {
+        "markdown": md_id,
+        "table": table_id,
+        "quicklook": image_id,
+        "keys": [report_key, table_key, image_key],
+    }
+
+
+def _cube_info_or_none(store: str) -> dict[str, Any] | None:
+    from stac2cube.store import cube_info, repo_exists
+
+    return cube_info(store) if repo_exists(store) else None
+
+
+def _quicklook_of(store: str) -> bytes | None:
+    from stac2cube.store import open_cube
+
+    return quicklook_png(open_cube(store))

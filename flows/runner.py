@@ -1,0 +1,304 @@
+"""Task-runner selection: the same flows on a laptop (LocalCluster) and on SLURM (dask-jobqueue).
+
+``runner`` is one of
+
+* ``local``: a ``distributed.LocalCluster`` in the flow's process (threads by default);
+* ``slurm``: a dask-jobqueue ``SLURMCluster`` whose workers are SLURM batch jobs;
+* ``tcp://host:port`` (or ``tls://``): an already running Dask scheduler;
+* ``auto``: ``slurm`` inside a SLURM allocation (``SLURM_JOB_ID`` set), else ``local``.
+
+:func:`task_runner_for` builds the prefect-dask ``DaskTaskRunner`` of a runner; a flow given an
+:class:`AutoDaskTaskRunner` picks it when each run starts (from ``$STAC2CUBE_RUNNER`` and
+``$STAC2CUBE_DASK_CLUSTER``, else ``auto``), so deployments and schedules choose too.
+
+Pixel work (dask arrays) runs on the task runner's workers when a task, or the flow itself,
+wraps it in :func:`pixel_client`::
+
+    @task
+    def write(session, ds):
+        with pixel_client():
+            part = ds.compute()      # computed by the cluster's workers
+        to_icechunk(part, session)
+
+Example:
+    >>> resolve_runner("auto", environ={"SLURM_JOB_ID": "42"})
+    'slurm'
+    >>> resolve_runner("auto", environ={})
+    'local'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlparse
+
+from prefect.task_runners import TaskRunner
+
+from stac2cube.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from prefect_dask import DaskTaskRunner
+
+    from stac2cube.blocks import DaskCluster
+
+__all__ = [
+    "CLUSTER_ENV",
+    "RUNNER_ENV",
+    "AutoDaskTaskRunner",
+    "RunnerName",
+    "pixel_client",
+    "resolve_runner",
+    "shared_prefect_api",
+    "task_runner_for",
+]
+
+#: The named runners; any ``tcp://host:port`` scheduler address is accepted as well.
+RunnerName = Literal["auto", "local", "slurm"]
+
+_SCHEMES = ("tcp", "tls")
+
+#: Environment variable naming the runner of flows using :class:`AutoDaskTaskRunner`.
+RUNNER_ENV = "STAC2CUBE_RUNNER"
+#: Environment variable naming the saved :class:`~stac2cube.blocks.DaskCluster` block to use.
+CLUSTER_ENV = "STAC2CUBE_DASK_CLUSTER"
+
+
+def resolve_runner(runner: str = "auto", environ: Mapping[str, str] | None = None) -> str:
+    """Turn ``auto|local|slurm|tcp://host:port`` into ``local``, ``slurm`` or an address.
+
+    Args:
+        runner: The requested runner.
+        environ: Environment to look at for ``auto`` (default ``os.environ``).
+
+    Returns:
+        ``"local"``, ``"slurm"``, or the scheduler address (``tcp://host:port``).
+
+    Raises:
+        InvalidRequestError: ``runner`` is none of these.
+    """
+    key = (runner or "").strip()
+    if key == "auto":
+        env = os.environ if environ is None else environ
+        return "slurm" if env.get("SLURM_JOB_ID") else "local"
+    if key in ("local", "slurm"):
+        return key
+    parsed = urlparse(key)
+    if parsed.scheme in _SCHEMES and parsed.hostname:
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if port:
+            return key
+    raise InvalidRequestError(
+        f"unknown runner {runner!r}; use auto, local, slurm or a Dask scheduler address "
+        "such as tcp://127.0.0.1:8786"
+    )
+
+
+def task_runner_for(
+    runner: str = "auto",
+    cluster: DaskCluster | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> DaskTaskRunner:
+    """A prefect-dask ``DaskTaskRunner`` for ``runner``, configured from a cluster block.
+
+    Args:
+        runner: ``auto``, ``local``, ``slurm`` or a scheduler address (see
+            :func:`resolve_runner`).
+        cluster: Settings of the cluster (a :class:`~stac2cube.blocks.DaskCluster`); the
+            resolved runner picks which of its settings apply. Default: the block's defaults.
+        environ: Environment for ``auto`` (default ``os.environ``).
+
+    Returns:
+        A task runner, not started (Prefect starts it with the flow run).
+
+    Example:
+        >>> from stac2cube.flows.build import get_stac_layers
+        >>> flow = get_stac_layers.with_options(task_runner=task_runner_for("local"))
+    """
+    from prefect_dask import DaskTaskRunner
+
+    from stac2cube.blocks import DaskCluster
+
+    kind = resolve_runner(runner, environ)
+    if kind not in ("local", "slurm"):
+        return DaskTaskRunner(address=kind)
+    block = cluster if cluster is not None else DaskCluster(kind=kind)
+    return DaskTaskRunner(
+        cluster_class=block.cluster_class(kind),
+        cluster_kwargs=block.cluster_kwargs(kind),
+        adapt_kwargs=block.adapt_kwargs(kind),
+    )
+
+
+class AutoDaskTaskRunner(TaskRunner):
+    """A task runner chosen when each flow run starts, not when the flow is defined.
+
+    Give it to a flow (``@flow(task_runner=AutoDaskTaskRunner())``) and every run of that flow,
+    however started (Python call, CLI, deployment, schedule), gets
+    ``task_runner_for(runner, cluster)`` with
+
+    * ``runner``: the constructor's, else ``$STAC2CUBE_RUNNER``, else ``auto`` (SLURM inside a
+      SLURM allocation, local elsewhere);
+    * ``cluster``: the constructor's block (or the name of a saved ``DaskCluster`` block), else
+      the block named by ``$STAC2CUBE_DASK_CLUSTER``, else the block's defaults.
+
+    A deployment picks SLURM and its block with job variables, e.g.
+    ``env: {STAC2CUBE_RUNNER: slurm, STAC2CUBE_DASK_CLUSTER: terrabyte-cpu}``.
+    """
+
+    def __init__(
+        self,
+        runner: str | None = None,
+        cluster: DaskCluster | str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        """Remember the choices; nothing is resolved or started here.
+
+        Args:
+            runner: ``auto``, ``local``, ``slurm`` or a scheduler address; None: from the
+                environment.
+            cluster: A ``DaskCluster`` block or the name of a saved one; None: from the
+                environment.
+            environ: Environment to read (default ``os.environ`` at run start).
+        """
+        super().__init__()
+        self.runner = runner
+        self.cluster = cluster
+        self.environ = environ
+
+    def resolve(self) -> DaskTaskRunner:
+        """The concrete ``DaskTaskRunner`` for the current environment."""
+        from stac2cube.blocks import DaskCluster
+
+        env = os.environ if self.environ is None else self.environ
+        runner = self.runner or env.get(RUNNER_ENV) or "auto"
+        cluster = self.cluster if self.cluster is not None else env.get(CLUSTER_ENV) or None
+        if isinstance(cluster, str):
+            cluster = DaskCluster.load(cluster)
+        return task_runner_for(runner, cluster, environ=env)
+
+    def duplicate(self) -> DaskTaskRunner:  # type: ignore[override]
+        """Called by Prefect at the start of each flow run: the resolved runner."""
+        return self.resolve()
+
+    def submit(self, task, parameters, wait_for=None, dependencies=None):
+        """Never used: each flow run works with the runner :meth:`duplicate` resolved."""
+        raise RuntimeError("AutoDaskTaskRunner is resolved when a flow run starts")
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to another auto runner with the same choices."""
+        return isinstance(other, AutoDaskTaskRunner) and (self.runner, self.cluster) == (
+            other.runner,
+            other.cluster,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like DaskTaskRunner
+
+
+def _worker_or_none():
+    from distributed import get_worker
+
+    try:
+        return get_worker()
+    except ValueError:
+        return None
+
+
+def _flow_dask_runner():
+    """The flow run's ``DaskTaskRunner`` once started (its cluster starts on first use), or None."""
+    from prefect.context import FlowRunContext
+
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:  # without the hpc extra there is no Dask task runner to find
+        return None
+    ctx = FlowRunContext.get()
+    runner = getattr(ctx, "task_runner", None)
+    if isinstance(runner, DaskTaskRunner) and getattr(runner, "_started", False):
+        return runner
+    return None
+
+
+@contextlib.contextmanager
+def pixel_client() -> Iterator[Client | None]:
+    """Make dask computations in this block run on the flow run's Dask cluster.
+
+    * In a task submitted to a ``DaskTaskRunner`` (so running on a Dask worker): the worker's
+      client becomes dask's scheduler, and the task's thread is handed back to the worker while
+      the block runs (``secede``/``rejoin``), so a cluster of single-threaded workers does not
+      deadlock waiting for itself.
+    * In the flow, or a task it calls directly, when the flow's task runner is a
+      ``DaskTaskRunner``: that runner's client becomes dask's scheduler (the cluster starts
+      here if no task was submitted yet, so a run with nothing to compute starts none).
+    * Anywhere else (no Dask task runner, no flow): nothing changes; dask keeps its local
+      scheduler, and None is yielded.
+
+    Yields:
+        The ``distributed.Client`` computations go to, or None.
+    """
+    from distributed import get_client, rejoin, secede
+
+    if _worker_or_none() is not None:
+        client = get_client()
+        secede()
+        try:
+            with client.as_current():
+                yield client
+        finally:
+            rejoin()
+        return
+    runner = _flow_dask_runner()
+    if runner is not None:
+        client = runner.client
+        with client.as_current():
+            yield client
+        return
+    yield None
+
+
+@contextlib.contextmanager
+def shared_prefect_api() -> Iterator[str]:
+    """Give Dask workers in other processes (SLURM jobs) this process's Prefect API.
+
+    With no Prefect server configured, Prefect runs embedded: each process starts a temporary
+    API server of its own on first use, so every SLURM worker would start one (seconds each, and
+    its task runs would land in a database nobody reads). Inside this block the flow process's
+    embedded server is started once and named in ``PREFECT_API_URL`` (the settings and the
+    environment that ``sbatch`` hands to the jobs). With a server configured, nothing changes.
+
+    Yields:
+        The API URL flows and workers use.
+
+    Example:
+        >>> with shared_prefect_api():  # doctest: +SKIP
+        ...     get_stac_layers.with_options(task_runner=task_runner_for("slurm"))(...)
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = PREFECT_API_URL.value()
+    if url:
+        yield url
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the process-wide embedded server Prefect itself uses
+    server.start()
+    url = str(server.api_url)
+    saved = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield url
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
