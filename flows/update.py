@@ -6,11 +6,12 @@ import datetime as dt
 from typing import Any
 
 from prefect import flow
-from stac2cube.flows.build import get_stac_layers
 
 from stac2cube._log import get_logger
 from stac2cube.errors import InvalidRequestError, StoreError
+from stac2cube.flows.build import get_stac_layers
 from stac2cube.grid import Grid
+from stac2cube.radiometry import ProcessingOptions
 from stac2cube.store import read_state
 
 
@@ -87,4 +88,16 @@ def update_cube(
         max_cloud=req["max_cloud"],
         resampling=req["resampling"],
         batch_size=batch_size,
+        **options_params(req.get("options")),
     )
+
+
+def options_params(record: dict[str, Any] | None) -> dict[str, Any]:
+    """Flow parameters re-creating the processing options a cube was built with."""
+    opts = ProcessingOptions.from_record(record)
+    return {
+        "mask_clouds": opts.mask_clouds,
+        "scl_classes": list(opts.scl_classes),
+        "qa_flags": list(opts.qa_flags),
+        "sar_scale": opts.sar_scale,
+    }

@@ -30,6 +30,7 @@ __all__ = [
     "EmptySearchError",
     "GridMismatchError",
     "InvalidRequestError",
+    "ProcessingOptions",
     "ReadError",
     "Stac2CubeError",
     "StoreError",
@@ -47,12 +48,14 @@ _LAZY = {
     "cube_info": "stac2cube.store",
     "update_cube": "stac2cube.flows.update",
     "export_cube": "stac2cube.export",
+    "ProcessingOptions": "stac2cube.radiometry",
 }
 
 if TYPE_CHECKING:
     from stac2cube.export import export_cube
     from stac2cube.flows.build import get_stac_layers
     from stac2cube.flows.update import update_cube
+    from stac2cube.radiometry import ProcessingOptions
     from stac2cube.store import cube_info, open_cube
 
 

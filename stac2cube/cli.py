@@ -7,6 +7,7 @@ stderr and exit non-zero; ``--debug`` shows the traceback too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -31,6 +32,9 @@ def _configure_environment(debug: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "INFO")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # the embedded Prefect API starts with the first flow; 20 s (the default) is too short on a
+    # loaded 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _quiet_tracebacks() -> None:
@@ -49,8 +53,39 @@ def _quiet_tracebacks() -> None:
             handler.addFilter(_NoTraceback())
 
 
+def _add_runner_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runner",
+        default="auto",
+        help="where pixels are computed: auto (SLURM inside a SLURM job, else local), local "
+        "(a Dask LocalCluster), slurm (dask-jobqueue), or a Dask scheduler tcp://HOST:PORT",
+    )
+    p.add_argument(
+        "--dask-cluster",
+        metavar="BLOCK",
+        help="name of a saved stac2cube DaskCluster block with the cluster settings",
+    )
+
+
+@contextlib.contextmanager
+def _runner_context(args: argparse.Namespace):
+    """Validate ``--runner`` and make the flow's task runner pick it up."""
+    from stac2cube.flows.runner import CLUSTER_ENV, RUNNER_ENV, resolve_runner, shared_prefect_api
+
+    resolve_runner(args.runner)  # a bad value fails here with a clear message
+    os.environ[RUNNER_ENV] = args.runner
+    if args.dask_cluster:
+        os.environ[CLUSTER_ENV] = args.dask_cluster
+    with shared_prefect_api():
+        yield
+
+
 def _add_request_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mission", required=True, help="mission id, e.g. sentinel-2-l2a")
+    p.add_argument(
+        "--mission",
+        required=True,
+        help="sentinel-2-l2a, sentinel-2-l1c, landsat-c2-l2, sentinel-1-rtc or cop-dem-glo-30",
+    )
     area = p.add_mutually_exclusive_group(required=True)
     area.add_argument(
         "--bbox",
@@ -102,6 +137,40 @@ def _add_request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size", type=int, default=8, help="time steps read and written at a time"
     )
+    p.add_argument(
+        "--mask-clouds",
+        action="store_true",
+        help="mask clouds/shadows per scene before mosaicking (S2 L2A: SCL, Landsat: QA_PIXEL)",
+    )
+    p.add_argument(
+        "--scl-classes",
+        nargs="+",
+        type=int,
+        metavar="CLASS",
+        help="SCL classes --mask-clouds masks (default 1 3 8 9 10)",
+    )
+    p.add_argument(
+        "--qa-flags",
+        nargs="+",
+        choices=[
+            "fill",
+            "dilated_cloud",
+            "cirrus",
+            "cloud",
+            "cloud_shadow",
+            "snow",
+            "clear",
+            "water",
+        ],
+        help="QA_PIXEL flags --mask-clouds masks (default dilated_cloud cirrus cloud cloud_shadow)",
+    )
+    p.add_argument(
+        "--sar-scale",
+        choices=["db", "linear"],
+        default="db",
+        help="Sentinel-1 backscatter in dB (default) or linear gamma0",
+    )
+    _add_runner_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument(
         "--batch-size", type=int, default=8, help="time steps read and written at a time"
     )
+    _add_runner_arguments(u)
 
     h = sub.add_parser("history", help="list a cube's commits (snapshots), newest first")
     h.add_argument("path", help="cube store path")
@@ -216,12 +286,37 @@ def _request_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_build(kwargs: dict[str, Any], store: str, *, batch_size: int = 8, debug: bool = False):
+def _option_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "mask_clouds": args.mask_clouds,
+        "scl_classes": args.scl_classes,
+        "qa_flags": args.qa_flags,
+        "sar_scale": args.sar_scale,
+    }
+
+
+def run_build(
+    kwargs: dict[str, Any],
+    store: str,
+    *,
+    batch_size: int = 8,
+    debug: bool = False,
+    options: dict[str, Any] | None = None,
+):
     """Validate, pre-check the store, then run the build flow with a progress display."""
+    from stac2cube.radiometry import DEFAULT_QA_MASK, DEFAULT_SCL_MASK, ProcessingOptions
     from stac2cube.request import make_request
     from stac2cube.store import check_compatible, read_state
 
-    request = make_request(**kwargs)  # bad input fails here, before anything is touched
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    processing = ProcessingOptions(
+        mask_clouds=options.get("mask_clouds", False),
+        scl_classes=tuple(options.get("scl_classes") or DEFAULT_SCL_MASK),
+        qa_flags=tuple(options.get("qa_flags") or DEFAULT_QA_MASK),
+        sar_scale=options.get("sar_scale", "db"),
+    )
+    # bad input fails here, before anything is touched
+    request = make_request(**kwargs, options=processing)
     if batch_size < 1:
         from stac2cube.errors import InvalidRequestError
 
@@ -236,7 +331,7 @@ def run_build(kwargs: dict[str, Any], store: str, *, batch_size: int = 8, debug:
     if not debug:
         _quiet_tracebacks()
     with TerminalProgress("reading and writing pixels"):
-        return get_stac_layers(store=store, batch_size=batch_size, **_json_ready(kwargs))
+        return get_stac_layers(store=store, batch_size=batch_size, **_json_ready(kwargs), **options)
 
 
 def _json_ready(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -259,9 +354,14 @@ def _print_summary(store: str, summary: dict[str, Any]) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    summary = run_build(
-        _request_kwargs(args), args.store, batch_size=args.batch_size, debug=args.debug
-    )
+    with _runner_context(args):
+        summary = run_build(
+            _request_kwargs(args),
+            args.store,
+            batch_size=args.batch_size,
+            debug=args.debug,
+            options=_option_kwargs(args),
+        )
     _print_summary(args.store, summary)
     return 0
 
@@ -281,7 +381,7 @@ def cmd_update(args: argparse.Namespace) -> int:
 
     if not args.debug:
         _quiet_tracebacks()
-    with TerminalProgress("reading and writing pixels"):
+    with _runner_context(args), TerminalProgress("reading and writing pixels"):
         summary = update_cube(
             store=args.store,
             end=end,

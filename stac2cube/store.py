@@ -47,6 +47,7 @@ REFLECTANCE_ENCODING = {
     "add_offset": -0.1,
     "_FillValue": 0,
 }
+_ENCODING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue")
 TIME_ENCODING = {"units": "seconds since 1970-01-01", "dtype": "int64"}
 
 
@@ -158,37 +159,73 @@ def encode_for_store(ds: xr.Dataset, chunk: int = CHUNK) -> dict[str, dict[str, 
     enc: dict[str, dict[str, Any]] = {"time": dict(TIME_ENCODING)}
     for name, var in ds.data_vars.items():
         chunks = (1, min(chunk, var.sizes["y"]), min(chunk, var.sizes["x"]))
-        if var.dtype.kind == "f":
+        own = {k: v for k, v in var.encoding.items() if k in _ENCODING_KEYS}
+        if own:  # set by preprocess per variable kind (Landsat, S1 dB, DEM, masks)
+            enc[name] = {**own, "chunks": chunks}
+        elif var.dtype.kind == "f":
             enc[name] = {**REFLECTANCE_ENCODING, "chunks": chunks}
         else:
             enc[name] = {"dtype": str(var.dtype), "chunks": chunks}
     return enc
 
 
-def _computed(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` with its pixels computed (on the active dask scheduler or cluster)."""
-    return ds.compute()
+def _pixel_chunks(ds: xr.Dataset) -> xr.Dataset:
+    """Chunk the pixel variables like the store; per-step coordinates stay in memory."""
+    return ds.assign(
+        {name: var.chunk({"time": 1, "y": CHUNK, "x": CHUNK}) for name, var in ds.data_vars.items()}
+    )
+
+
+def _distributed_client_active() -> bool:
+    try:
+        from distributed import default_client
+
+        default_client()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def _put(session, ds: xr.Dataset, **kwargs: Any) -> None:
+    """Write ``ds`` into the session (``to_zarr`` arguments in ``kwargs``).
+
+    With the local dask scheduler the lazy pixels stream chunk by chunk into the session's store
+    (parallel reads and writes, memory of a few chunks). With a distributed cluster the pixels
+    are computed on the cluster one time step at a time and written from this process (an
+    icechunk session must not be written from workers without a fork/merge).
+    """
+    if _distributed_client_active():
+        from icechunk.xarray import to_icechunk
+
+        # one time step at a time: memory holds one step of every band, whatever the batch
+        for k in range(ds.sizes["time"]):
+            step = ds.isel(time=slice(k, k + 1)).compute()
+            if "region" in kwargs:
+                start = kwargs["region"]["time"].start + k
+                to_icechunk(step, session, region={"time": slice(start, start + 1)})
+            elif k == 0:
+                to_icechunk(step, session, **kwargs)
+            else:
+                to_icechunk(step, session, append_dim="time")
+    else:
+        _pixel_chunks(ds).to_zarr(session.store, consolidated=False, **kwargs)
 
 
 def write_time_steps(session, ds: xr.Dataset, *, first: bool, batch_size: int = 8) -> int:
     """Write (``first``) or append along time the steps of ``ds``, ``batch_size`` at a time.
 
-    Each batch is computed (pixels read, reprojected, mosaicked: on a dask cluster when one is
-    active) and then written serially into the session, so memory holds one batch and any
-    number of batches go into one commit.
+    Any number of batches go into one session, hence one commit.
 
     Returns:
         The number of time steps written.
     """
-    from icechunk.xarray import to_icechunk
-
     n = ds.sizes["time"]
     for k in range(0, n, batch_size):
-        part = _computed(ds.isel(time=slice(k, k + batch_size)))
+        part = ds.isel(time=slice(k, k + batch_size))
         if first and k == 0:
-            to_icechunk(part, session, mode="w-", encoding=encode_for_store(part))
+            _put(session, part, mode="w-", encoding=encode_for_store(part))
         else:
-            to_icechunk(part, session, append_dim="time")
+            _put(session, part, append_dim="time")
     return n
 
 
@@ -221,7 +258,6 @@ def rewrite_time_steps(
     Returns:
         The number of time steps rewritten or appended.
     """
-    from icechunk.xarray import to_icechunk
 
     # per-step coordinates (small, object dtype) in memory; pixels stay lazy
     base = base.assign_coords(
@@ -248,8 +284,8 @@ def rewrite_time_steps(
         session, tail.isel(time=slice(n_old, None)), first=False, batch_size=batch_size
     )
     for j in range(0, n_old, batch_size):
-        part = _computed(_time_only(tail.isel(time=slice(j, min(j + batch_size, n_old)))))
-        to_icechunk(part, session, region={"time": slice(k + j, k + j + part.sizes["time"])})
+        part = _time_only(tail.isel(time=slice(j, min(j + batch_size, n_old))))
+        _put(session, part, region={"time": slice(k + j, k + j + part.sizes["time"])})
     if n_old:
         # xarray does not rewrite index coordinates in region mode: write the shifted times
         _write_times(session, pd.DatetimeIndex(tail.time.values[:n_old]), start=k)

@@ -90,9 +90,11 @@ def _looks_like_read_error(exc: BaseException) -> bool:
 
 
 @task(name="write", cache_policy=NO_CACHE)
-def write_task(session, ds: xr.Dataset, first: bool, items: list[dict[str, Any]]) -> int:
+def write_task(
+    session, ds: xr.Dataset, first: bool, items: list[dict[str, Any]], batch_size: int = 8
+) -> int:
     """Prefect task: :func:`write_batch`; returns the number of time steps written."""
-    write_batch(session, ds, first=first, items=items)
+    write_batch(session, ds, first=first, items=items, batch_size=batch_size)
     return int(ds.sizes["time"])
 
 

@@ -104,6 +104,7 @@ def _closed_port() -> int:
         (["--resolution", "0"], "resolution must be a positive number"),
         (["--resolution", "-5"], "resolution must be a positive number"),
         (["--catalog", "not-a-catalog"], "unknown catalog 'not-a-catalog'"),
+        (["--runner", "bogus"], "unknown runner 'bogus'"),
         (["--catalog", "UNREACHABLE"], "did not answer"),
         (["--start", "2019-01-01", "--end", "2019-01-31"], "no sentinel-2-c1-l2a scenes"),
     ],

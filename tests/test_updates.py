@@ -152,19 +152,19 @@ def test_reprocessed_scene_replaces_its_time_step(series, tmp_path):
 
 
 KILL_SCRIPT = textwrap.dedent("""
-    import os, signal, sys
-    from dask.callbacks import Callback
+    import os, signal, sys, threading, time
+    from pathlib import Path
 
-    class KillMidWrite(Callback):
-        # each batch of time steps is one dask computation, written right after it: dying at
-        # the start of computation N means N-1 batches were written but nothing committed
-        started = 0
-        def _start(self, dsk):
-            KillMidWrite.started += 1
-            if KillMidWrite.started == int(sys.argv[3]):
-                os.kill(os.getpid(), signal.SIGKILL)
+    store, chunks = Path(sys.argv[2]), Path(sys.argv[2]) / "chunks"
+    before = sum(1 for _ in chunks.rglob("*"))
 
-    KillMidWrite().register()
+    def kill_when_extension_chunks_appear():
+        # the extension has written chunks (uncommitted): die now, like a lost node
+        while sum(1 for _ in chunks.rglob("*")) <= before:
+            time.sleep(0.002)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=kill_when_extension_chunks_appear, daemon=True).start()
     from stac2cube import get_stac_layers
     from stac2cube.testing.synthetic import demo_bbox
     get_stac_layers(mission="sentinel-2-l2a", bbox=list(demo_bbox()), start="2024-02-01",
@@ -188,7 +188,7 @@ def test_sigkill_mid_extension_leaves_last_commit_and_rerun_completes(series, tm
     with log.open("w") as out:
         # own session: the embedded Prefect server it starts is killed with it afterwards
         proc = subprocess.Popen(
-            [sys.executable, str(script), api.url, str(store), "3"],
+            [sys.executable, str(script), api.url, str(store)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
