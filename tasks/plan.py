@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import task
-from stac2cube.tasks.group import TimeStep
 
 from stac2cube.items import processing_rank
+from stac2cube.tasks.group import TimeStep
 
 
 def processing_stamp(item: dict[str, Any]) -> list:

@@ -8,9 +8,9 @@ import json
 from importlib import resources
 
 import pytest
-from stac2cube.tasks.group import deduplicate, group_by_solar_day, solar_day
 
 from stac2cube.radiometry import sentinel2_radiometry
+from stac2cube.tasks.group import deduplicate, group_by_solar_day, solar_day
 
 
 def template(name: str) -> dict:
