@@ -7,8 +7,6 @@ rasterio and converted by the documented formulas.
 from __future__ import annotations
 
 import numpy as np
-import rasterio
-from pyproj import Transformer
 
 
 def dn_on_grid(href: str, xs: np.ndarray, ys: np.ndarray, epsg: int):
@@ -17,23 +15,9 @@ def dn_on_grid(href: str, xs: np.ndarray, ys: np.ndarray, epsg: int):
     Returns ``(dn, safe)``: ``dn`` 0 outside the COG; ``safe`` False where the centre lies within
     5% of a source pixel edge (where a reprojecting reader may round either way).
     """
-    path = href.removeprefix("file://")
-    with rasterio.open(path) as src:
-        data = src.read(1)
-        src_epsg = src.crs.to_epsg()
-        t = src.transform
-    X, Y = np.meshgrid(xs, ys)
-    if src_epsg != epsg:
-        X, Y = Transformer.from_crs(epsg, src_epsg, always_xy=True).transform(X, Y)
-    colf = (X - t.c) / t.a
-    rowf = (Y - t.f) / t.e
-    col = np.floor(colf).astype(int)
-    row = np.floor(rowf).astype(int)
-    inside = (row >= 0) & (row < data.shape[0]) & (col >= 0) & (col < data.shape[1])
-    dn = np.zeros(X.shape, data.dtype)
-    dn[inside] = data[row[inside], col[inside]]
-    fr, fc = rowf - row, colf - col
-    safe = (fr > 0.05) & (fr < 0.95) & (fc > 0.05) & (fc < 0.95)
+    from mission_helpers import raw_on_grid
+
+    dn, _, safe = raw_on_grid(href, xs, ys, epsg, margin=0.05)
     return dn, safe
 
 

@@ -316,6 +316,11 @@ def make_item(scene: SceneSpec, root: Path, bands: Iterable[str]) -> dict[str, A
 def make_collection(style: Style, collection_id: str, items: Sequence[dict]) -> dict[str, Any]:
     """A collection document from the real one of ``style``, with extents covering ``items``."""
     coll = copy.deepcopy(_template("collection", _COLLECTION_FILE[style]))
+    return with_extent(coll, collection_id, items)
+
+
+def with_extent(coll: dict[str, Any], collection_id: str, items: Sequence[dict]) -> dict[str, Any]:
+    """``coll`` renamed to ``collection_id``, links dropped, extents covering ``items``."""
     coll["id"] = collection_id
     coll["links"] = []
     if items:

@@ -48,7 +48,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from stac2cube.testing.synthetic import SceneSpec, make_collection, make_item
+from stac2cube.testing.synthetic import SceneSpec, make_collection, make_item, with_extent
 
 CatalogStyle = Literal["earth-search", "planetary-computer", "terrabyte"]
 UTC = dt.UTC
@@ -615,16 +615,7 @@ def make_mission_collection(
             "description": f"Synthetic {style} {collection_id} ({mission})",
             "license": "proprietary",
         }
-    coll["id"] = collection_id
-    coll["links"] = []
-    if items:
-        boxes = np.array([i["bbox"] for i in items])
-        times = sorted(i["properties"]["datetime"] for i in items)
-        coll["extent"] = {
-            "spatial": {"bbox": [[*boxes[:, :2].min(0).tolist(), *boxes[:, 2:].max(0).tolist()]]},
-            "temporal": {"interval": [[times[0], times[-1]]]},
-        }
-    return coll
+    return with_extent(coll, collection_id, items)
 
 
 @dataclass
