@@ -47,6 +47,8 @@ REFLECTANCE_ENCODING = {
     "add_offset": -0.1,
     "_FillValue": 0,
 }
+#: decoded bytes one cluster computation may bring back to the flow process
+COMPUTE_BYTES = 256 * 2**20
 _ENCODING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue")
 TIME_ENCODING = {"units": "seconds since 1970-01-01", "dtype": "int64"}
 
@@ -191,22 +193,28 @@ def _put(session, ds: xr.Dataset, **kwargs: Any) -> None:
 
     With the local dask scheduler the lazy pixels stream chunk by chunk into the session's store
     (parallel reads and writes, memory of a few chunks). With a distributed cluster the pixels
-    are computed on the cluster one time step at a time and written from this process (an
-    icechunk session must not be written from workers without a fork/merge).
+    are computed on the cluster, as many time steps at a time as fit in ``COMPUTE_BYTES``, and
+    written from this process (an icechunk session must not be written from workers without a
+    fork/merge).
     """
     if _distributed_client_active():
         from icechunk.xarray import to_icechunk
 
-        # one time step at a time: memory holds one step of every band, whatever the batch
-        for k in range(ds.sizes["time"]):
-            step = ds.isel(time=slice(k, k + 1)).compute()
+        # as many steps per computation as fit in COMPUTE_BYTES (at least one), whatever the batch
+        per_step = sum(
+            v.dtype.itemsize * v.size // max(v.sizes["time"], 1) for v in ds.data_vars.values()
+        )
+        group = max(1, int(COMPUTE_BYTES // max(per_step, 1)))
+        for k in range(0, ds.sizes["time"], group):
+            part = ds.isel(time=slice(k, k + group)).compute()
             if "region" in kwargs:
                 start = kwargs["region"]["time"].start + k
-                to_icechunk(step, session, region={"time": slice(start, start + 1)})
+                region = {"time": slice(start, start + part.sizes["time"])}
+                to_icechunk(part, session, region=region)
             elif k == 0:
-                to_icechunk(step, session, **kwargs)
+                to_icechunk(part, session, **kwargs)
             else:
-                to_icechunk(step, session, append_dim="time")
+                to_icechunk(part, session, append_dim="time")
     else:
         _pixel_chunks(ds).to_zarr(session.store, consolidated=False, **kwargs)
 

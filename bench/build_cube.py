@@ -1,0 +1,815 @@
+"""Benchmark: build one Sentinel-2 L2A cube with stac2cube, plain stackstac -> Zarr, raw rasterio.
+
+Run (from the repository root; about 3-4 minutes on 2 cores with the defaults)::
+
+    .venv/bin/python bench/build_cube.py                       # 20 scenes, 1020 px, 3 repeats
+    .venv/bin/python bench/build_cube.py --scenes 5 --size 510 --repeat 1   # quick smoke run
+
+``--size`` is rounded down to a multiple of 6 (the synthetic writer also writes 60 m bands in
+its tile geometry), so ``--size 1024`` runs with 1020 px: two 512 px chunks per axis.
+
+What it does:
+
+1. Writes a synthetic ``sentinel-2-c1-l2a`` catalog with :mod:`stac2cube.testing.synthetic`: one
+   tile (``TILE_A``, UTM 32N), ``--scenes`` acquisitions one day apart (so as many time steps),
+   bands B02 B03 B04 B08 (all 10 m) of ``--size`` x ``--size`` px, as deflate COGs.
+2. Serves it from a real local STAC API (PostgreSQL + pgstac + stac-fastapi-pgstac,
+   :func:`stac2cube.testing.pgstac.start_local_stac_api`).
+3. Builds the same cube, the full tile extent at 10 m in EPSG:32632, with each method, each run
+   in a fresh subprocess (so the peak RSS, ``ru_maxrss``, is that method's alone):
+
+   ``rasterio``            floor: open every COG, read band 1 into one preallocated numpy array,
+                           one thread; nothing written.
+   ``rasterio-threads``    the same with one reader thread per core (dask's parallelism).
+   ``stackstac-zarr``      baseline: pystac-client search, ``stackstac.stack`` (uint16,
+                           ``rescale=False``, chunks 512), ``to_zarr`` (Zarr v3 directory store)
+                           on dask's default threaded scheduler.
+   ``stackstac-icechunk``  the baseline written to an icechunk repository and committed: the
+                           store cost alone, without stac2cube's processing.
+   ``stac2cube-flow``      ``get_stac_layers(...)``, the first flow call of the process: includes
+                           Prefect's ephemeral API server start-up.
+   ``stac2cube-warm``      the same call after an untimed warm-up build of a small area in the
+                           same process (Prefect server running, modules imported).
+   ``stac2cube-stages``    stac2cube's pure stage functions without Prefect, timed per stage
+                           (the profile in RESULTS.md).
+
+   The time reported is the wall time of the work itself, after imports (imports are listed
+   separately). Every method reads the COGs from the page cache: this measures CPU, not disk.
+4. Prints a Markdown table (median over ``--repeat`` runs, peak RSS, ratios to the floor and to
+   the baseline) and writes ``bench/RESULTS.md`` (the interpretation section is kept from the
+   previous file: edit it by hand after a run).
+
+Timing is never part of the pytest suite; this script is run by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+BANDS = ["B02", "B03", "B04", "B08"]
+#: Earth Search asset keys of BANDS (what plain stackstac is given)
+ASSETS = ["blue", "green", "red", "nir"]
+COLLECTION = "sentinel-2-c1-l2a"
+FIRST_DAY = dt.date(2024, 6, 1)
+METHODS = [
+    "rasterio",
+    "rasterio-threads",
+    "stackstac-zarr",
+    "stackstac-icechunk",
+    "stac2cube-flow",
+    "stac2cube-warm",
+    "stac2cube-stages",
+]
+FLOOR, BASELINE = "rasterio-threads", "stackstac-zarr"
+INTERPRETATION_START = "## Interpretation"
+
+
+# ------------------------------------------------------------------------------------------
+# catalog and grid
+
+
+def effective_size(size: int) -> int:
+    """``size`` rounded down to a multiple of 6 (the synthetic writer's 60 m pixels need it)."""
+    return max(6, size - size % 6)
+
+
+def write_scenes(root: Path, n_scenes: int, size: int):
+    """The synthetic catalog: ``n_scenes`` daily acquisitions of tile A, bands :data:`BANDS`."""
+    from stac2cube.testing.synthetic import TILE_A, SceneSpec, write_catalog
+
+    tile, epsg, origin = TILE_A
+    scenes = [
+        SceneSpec(
+            tile=tile,
+            epsg=epsg,
+            origin=origin,
+            datetime=dt.datetime.combine(
+                FIRST_DAY + dt.timedelta(days=k), dt.time(10, 30, 21), tzinfo=dt.UTC
+            ),
+            platform="sentinel-2a" if k % 2 == 0 else "sentinel-2b",
+            style="earth-search-c1",
+            collection=COLLECTION,
+            size=size,
+            seed=k,
+        )
+        for k in range(n_scenes)
+    ]
+    return write_catalog(root, scenes, bands=BANDS)
+
+
+def tile_bounds(size: int) -> tuple[tuple[float, float, float, float], int]:
+    """Projected bounds and EPSG code of tile A at ``size`` 10 m pixels."""
+    from stac2cube.testing.synthetic import TILE_A
+
+    _, epsg, (x0, y1) = TILE_A
+    return (x0, y1 - 10.0 * size, x0 + 10.0 * size, y1), epsg
+
+
+def bbox_for_bounds(bounds: tuple[float, float, float, float], epsg: int) -> list[float]:
+    """A WGS 84 bbox whose stac2cube grid (10 m, ``epsg``) is exactly ``bounds``.
+
+    stac2cube projects the bbox's densified outline and snaps its envelope outward to 10 m; this
+    solves (Newton, numeric Jacobian) for the bbox whose projected envelope lies 5 m inside each
+    edge of ``bounds``, so the grid covers the tile and nothing beyond it.
+    """
+    import numpy as np
+    from pyproj import Transformer
+
+    to_utm = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
+    to_geo = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
+    target = np.array(bounds) + np.array([5.0, 5.0, -5.0, -5.0])
+
+    def envelope(b: np.ndarray) -> np.ndarray:
+        return np.array(to_utm.transform_bounds(*b, densify_pts=21))
+
+    bbox = np.array(to_geo.transform_bounds(*target, densify_pts=21))
+    for _ in range(20):
+        err = envelope(bbox) - target
+        if np.abs(err).max() < 0.5:
+            break
+        step = 1e-5
+        jac = np.column_stack(
+            [(envelope(bbox + step * np.eye(4)[k]) - envelope(bbox)) / step for k in range(4)]
+        )
+        bbox = bbox - np.linalg.solve(jac, err)
+    return [round(float(v), 9) for v in bbox]
+
+
+# ------------------------------------------------------------------------------------------
+# measurement helpers (run in the worker subprocess)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def timed(stages: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of the block to ``stages[name]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
+
+
+def uint_sum(array) -> int:
+    """Exact sum of an integer array (a checksum for comparing methods)."""
+    import numpy as np
+
+    return int(np.asarray(array).astype("uint64").sum())
+
+
+def zarr_checksum(store, var: str) -> tuple[list[int], int]:
+    """Shape of ``var`` (time, y, x) and the sum of its first time step's stored integers."""
+    import zarr
+
+    array = zarr.open_group(store, mode="r")[var]
+    return list(array.shape), uint_sum(array[0])
+
+
+# ------------------------------------------------------------------------------------------
+# the methods (each runs in a fresh worker subprocess)
+
+
+def run_rasterio(job: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Floor: read band 1 of every COG (the grid's window) into one uint16 array."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    paths = job["cogs"]  # [time][band]
+    height, width = job["shape"]
+    cube = np.zeros((len(paths), len(BANDS), height, width), "uint16")
+
+    def read(tb: tuple[int, int]) -> None:
+        t, b = tb
+        with rasterio.open(paths[t][b]) as src:
+            window = from_bounds(*job["bounds"], transform=src.transform)
+            src.read(1, window=window, out=cube[t, b])
+
+    jobs = [(t, b) for t in range(len(paths)) for b in range(len(BANDS))]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(read, jobs))
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "shape": list(cube.shape),
+        "checksum": uint_sum(cube[0, BANDS.index("B04")]),
+    }
+
+
+def stackstac_cube(job: dict[str, Any]):
+    """pystac-client search + plain ``stackstac.stack`` -> ``(time, band, y, x)`` Dataset."""
+    import numpy as np
+    import stackstac
+    from pystac_client import Client
+
+    client = Client.open(job["url"])
+    items = list(
+        client.search(
+            collections=[COLLECTION],
+            bbox=job["bbox"],
+            datetime=f"{job['start']}/{job['end']}T23:59:59Z",
+            limit=100,
+        ).items_as_dicts()
+    )
+    data = stackstac.stack(
+        items,
+        assets=ASSETS,
+        epsg=job["epsg"],
+        resolution=10,
+        bounds=tuple(job["bounds"]),
+        rescale=False,
+        dtype=np.dtype("uint16"),
+        fill_value=np.uint16(0),
+        xy_coords="center",
+        chunksize=512,
+    )
+    data = data.drop_vars([n for n, c in data.coords.items() if c.dtype == object])
+    data.attrs = {}  # stackstac's RasterSpec / Affine are not JSON attributes
+    return data.to_dataset("band")
+
+
+def run_stackstac_zarr(job: dict[str, Any]) -> dict[str, Any]:
+    """Baseline: search, stack, ``to_zarr`` (Zarr v3 directory store, threaded dask)."""
+    import warnings
+
+    store = Path(job["work"]) / "stackstac.zarr"
+    t0 = time.perf_counter()
+    ds = stackstac_cube(job)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consolidated metadata is not part of the v3 spec
+        ds.to_zarr(store, mode="w", zarr_format=3)
+    seconds = time.perf_counter() - t0
+    shape, checksum = zarr_checksum(str(store), "red")
+    return {"seconds": seconds, "shape": shape, "checksum": checksum}
+
+
+def run_stackstac_icechunk(job: dict[str, Any]) -> dict[str, Any]:
+    """The baseline's array written to a new icechunk repository and committed."""
+    import icechunk
+    from icechunk.xarray import to_icechunk
+
+    store = Path(job["work"]) / "stackstac.icechunk"
+    t0 = time.perf_counter()
+    ds = stackstac_cube(job)
+    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(store)))
+    session = repo.writable_session("main")
+    to_icechunk(ds, session, mode="w")
+    session.commit("bench")
+    seconds = time.perf_counter() - t0
+    shape, checksum = zarr_checksum(repo.readonly_session("main").store, "red")
+    return {"seconds": seconds, "shape": shape, "checksum": checksum}
+
+
+def flow_kwargs(job: dict[str, Any], store: Path, bbox: list[float] | None = None) -> dict:
+    return {
+        "mission": "sentinel-2-l2a",
+        "bbox": bbox or job["bbox"],
+        "start": job["start"],
+        "end": job["end"],
+        "catalog": job["url"],
+        "collection": COLLECTION,
+        "bands": BANDS,
+        "crs": f"EPSG:{job['epsg']}",
+        "store": str(store),
+    }
+
+
+def cube_checksum(store: Path) -> tuple[list[int], int]:
+    from stac2cube.store import open_repo
+
+    return zarr_checksum(open_repo(store).readonly_session("main").store, "B04")
+
+
+def task_durations(flow_run_id) -> dict[str, float]:
+    """Prefect's own run time of each task of a flow run, summed by task name."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> list:
+        async with get_client() as client:
+            flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            return await client.read_task_runs(flow_run_filter=flt)
+
+    out: dict[str, float] = {}
+    for run in sorted(asyncio.run(read()), key=lambda r: r.start_time or r.expected_start_time):
+        name = run.name.rsplit("-", 1)[0]
+        out[name] = out.get(name, 0.0) + run.total_run_time.total_seconds()
+    return out
+
+
+def run_stac2cube_flow(job: dict[str, Any], warm: bool) -> dict[str, Any]:
+    """``get_stac_layers``; with ``warm``, after an untimed build of a small area."""
+    from stac2cube import get_stac_layers
+
+    work = Path(job["work"])
+    result: dict[str, Any] = {}
+    if warm:
+        t0 = time.perf_counter()
+        get_stac_layers(**flow_kwargs(job, work / "warmup.icechunk", job["small_bbox"]))
+        result["warmup_seconds"] = time.perf_counter() - t0
+    store = work / "stac2cube.icechunk"
+    t0 = time.perf_counter()
+    state = get_stac_layers(**flow_kwargs(job, store), return_state=True)
+    result["seconds"] = time.perf_counter() - t0
+    state.result()  # raises if the flow failed
+    if warm:
+        try:
+            result["tasks"] = task_durations(state.state_details.flow_run_id)
+        except Exception as exc:  # the profile is a bonus: never fail the run for it
+            result["tasks_error"] = f"{type(exc).__name__}: {exc}"
+    result["shape"], result["checksum"] = cube_checksum(store)
+    return result
+
+
+def run_stac2cube_stages(job: dict[str, Any]) -> dict[str, Any]:
+    """stac2cube's stage functions in flow order, without Prefect, timed per stage.
+
+    Mirrors ``flows.build.write_plan`` for a new cube (no staging directory, no lock). Reading,
+    radiometry, mosaic and writing stream together chunk by chunk, so they are timed as one
+    stage; a second, untimed-in-total read of the raw stacks gives the read share.
+    """
+    import dask
+
+    from stac2cube import __version__
+    from stac2cube.request import make_request
+    from stac2cube.store import open_repo, write_metadata, write_time_steps
+    from stac2cube.tasks.group import deduplicate, group_by_solar_day
+    from stac2cube.tasks.load import load_raw
+    from stac2cube.tasks.plan import plan_changes, stamp_ledger
+    from stac2cube.tasks.preprocess import build_dataset
+    from stac2cube.tasks.search import search_items
+
+    kw = flow_kwargs(job, Path(job["work"]) / "stages.icechunk")
+    store = Path(kw.pop("store"))
+    batch_size = 8
+    stages: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with timed(stages, "request"):
+        request = make_request(**kw)
+    with timed(stages, "search"):
+        items = search_items(request)
+    with timed(stages, "group + plan"):
+        kept, _ = deduplicate(items)
+        plan = plan_changes(group_by_solar_day(kept), [])
+    with timed(stages, "open store"):
+        session = open_repo(store, create=True).writable_session("main")
+    entries: list[dict] = []
+    steps = plan.steps
+    for k in range(0, len(steps), batch_size):
+        batch = steps[k : k + batch_size]
+        with timed(stages, "load (lazy)"):
+            raw = load_raw(request, [i for s in batch for i in s.items])
+        with timed(stages, "preprocess (lazy)"):
+            ds, batch_entries = build_dataset(request, batch, raw)
+            stamp_ledger(batch_entries, batch)
+            entries.extend(batch_entries)
+        with timed(stages, "read + radiometry + mosaic + write (streamed by chunk)"):
+            write_time_steps(session, ds, first=k == 0, batch_size=batch_size)
+    with timed(stages, "commit"):
+        write_metadata(session, request=request.describe(), ledger=entries, version=__version__)
+        session.commit("bench")
+    seconds = time.perf_counter() - t0
+    # not part of the total: the raw read alone, to split the compute stage
+    t1 = time.perf_counter()
+    for k in range(0, len(steps), batch_size):
+        raw = load_raw(request, [i for s in steps[k : k + batch_size] for i in s.items])
+        dask.compute(*raw.values())
+    stages["(extra, not in total) raw read of the same stacks"] = time.perf_counter() - t1
+    shape, checksum = cube_checksum(store)
+    return {"seconds": seconds, "stages": stages, "shape": shape, "checksum": checksum}
+
+
+def prefect_init(job: dict[str, Any]) -> dict[str, Any]:
+    """Run a trivial flow once so that PREFECT_HOME holds a migrated database."""
+    from prefect import flow
+
+    @flow
+    def noop() -> int:
+        return 1
+
+    t0 = time.perf_counter()
+    noop()
+    return {"seconds": time.perf_counter() - t0}
+
+
+WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "rasterio": lambda job: run_rasterio(job, threads=1),
+    "rasterio-threads": lambda job: run_rasterio(job, threads=os.cpu_count() or 1),
+    "stackstac-zarr": run_stackstac_zarr,
+    "stackstac-icechunk": run_stackstac_icechunk,
+    "stac2cube-flow": lambda job: run_stac2cube_flow(job, warm=False),
+    "stac2cube-warm": lambda job: run_stac2cube_flow(job, warm=True),
+    "stac2cube-stages": run_stac2cube_stages,
+    "prefect-init": prefect_init,
+}
+
+#: modules each worker imports before the clock starts (their import time is reported apart)
+IMPORTS: dict[str, list[str]] = {
+    "rasterio": ["numpy", "rasterio"],
+    "rasterio-threads": ["numpy", "rasterio"],
+    "stackstac-zarr": ["numpy", "xarray", "zarr", "dask.array", "stackstac", "pystac_client"],
+    "stackstac-icechunk": ["xarray", "icechunk", "stackstac", "pystac_client"],
+    "stac2cube-flow": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
+    "stac2cube-warm": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
+    "stac2cube-stages": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
+    "prefect-init": ["prefect"],
+}
+
+
+def worker_main(method: str, job_path: Path) -> None:
+    """Entry point of a worker subprocess: import, run ``method``, write the result JSON."""
+    import importlib
+
+    job = json.loads(job_path.read_text())
+    t0 = time.perf_counter()
+    for name in IMPORTS[method]:
+        importlib.import_module(name)
+    import_seconds = time.perf_counter() - t0
+    result = WORKERS[method](job)
+    result.update(import_seconds=import_seconds, peak_rss_mb=peak_rss_mb())
+    Path(job["result"]).write_text(json.dumps(result))
+
+
+# ------------------------------------------------------------------------------------------
+# orchestration
+
+
+def worker_env(prefect_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        # the default 20 s is too short on a busy 2-core machine
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        PYTHONWARNINGS="ignore",
+    )
+    return env
+
+
+def run_worker(method: str, job: dict[str, Any], env: dict[str, str], tag: str) -> dict:
+    """Run ``method`` in a fresh interpreter; return its result dict (raise on failure)."""
+    work = Path(job["base"]) / tag
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    job = {**job, "work": str(work), "result": str(work / "result.json")}
+    job_path = work / "job.json"
+    job_path.write_text(json.dumps(job))
+    log = work / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", method, str(job_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=work,
+            timeout=900,
+            check=False,
+        )
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"worker {method} failed (exit {proc.returncode}):\n{tail}")
+    result = json.loads(Path(job["result"]).read_text())
+    # free the disk: the cubes are not needed once measured
+    for child in work.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+    return result
+
+
+def machine() -> str:
+    mem_kib = 0
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0]
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem_kib / 1024**2:.0f} GiB RAM, "
+        f"load average {load:.2f} at start; Python {platform.python_version()}"
+    )
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    names = ["stac2cube", "stackstac", "xarray", "zarr", "dask", "icechunk", "prefect", "rasterio"]
+    return ", ".join(f"{n} {version(n)}" for n in names)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "-"
+
+
+def summarise(results: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for method, runs in results.items():
+        secs = [r["seconds"] for r in runs]
+        out[method] = {
+            "median": statistics.median(secs),
+            "min": min(secs),
+            "max": max(secs),
+            "rss": max(r["peak_rss_mb"] for r in runs),
+            "imports": statistics.median(r["import_seconds"] for r in runs),
+            "shape": runs[0]["shape"],
+            "checksum": runs[0]["checksum"],
+        }
+    return out
+
+
+def table(summary: dict[str, dict[str, Any]]) -> str:
+    floor = summary.get(FLOOR, {}).get("median")
+    base = summary.get(BASELINE, {}).get("median")
+    rows = [
+        "| method | median s | min-max s | x floor | x stackstac->zarr | peak RSS MB "
+        "| imports s | output shape | B04[t0] sum |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for method, s in summary.items():
+        rows.append(
+            f"| {method} | {s['median']:.2f} | {s['min']:.2f}-{s['max']:.2f} "
+            f"| {ratio(s['median'], floor)} | {ratio(s['median'], base)} | {s['rss']:.0f} "
+            f"| {s['imports']:.1f} | {'x'.join(map(str, s['shape']))} | {s['checksum']} |"
+        )
+    return "\n".join(rows)
+
+
+def stage_table(runs: list[dict], key: str, title: str) -> str:
+    names = list(dict.fromkeys(n for r in runs for n in r.get(key, {})))
+    if not names:
+        return ""
+    total = statistics.median(r["seconds"] for r in runs)
+    rows = [f"| {title} | median s | share of total |", "|---|---:|---:|"]
+    for name in names:
+        med = statistics.median(r[key].get(name, 0.0) for r in runs)
+        share = "" if name.startswith("(") else f"{100 * med / total:.0f}%"
+        rows.append(f"| {name} | {med:.2f} | {share} |")
+    rows.append(f"| total ({'flow call' if key == 'tasks' else 'pipeline'}) | {total:.2f} | |")
+    return "\n".join(rows)
+
+
+def derived(summary: dict[str, dict[str, Any]], results: dict[str, list[dict]]) -> list[str]:
+    """Differences between methods that say where the time goes (medians; noisy, +-10%)."""
+    med = {m: s["median"] for m, s in summary.items()}
+    out = []
+    if {"stac2cube-flow", "stac2cube-warm"} <= med.keys():
+        out.append(
+            "Prefect start-up in the first flow call of a process (ephemeral API server): "
+            f"{med['stac2cube-flow'] - med['stac2cube-warm']:.1f} s "
+            "(`stac2cube-flow` - `stac2cube-warm`)"
+        )
+    if {"stac2cube-warm", "stac2cube-stages"} <= med.keys():
+        out.append(
+            "Prefect overhead of a warm flow call (flow and task runs, parameter handling): "
+            f"{med['stac2cube-warm'] - med['stac2cube-stages']:.1f} s "
+            "(`stac2cube-warm` - `stac2cube-stages`)"
+        )
+    stage_runs = results.get("stac2cube-stages", [])
+    if stage_runs:
+
+        def stage(name: str) -> float:
+            return statistics.median(r["stages"].get(name, 0.0) for r in stage_runs)
+
+        compute = stage("compute: read + radiometry + mosaic")
+        raw = stage("(extra, not in total) raw read of the same stacks")
+        store = stage("store: encode + write chunks")
+        out.append(
+            f"radiometry + mosaic (float32) on top of the raw read: {compute - raw:.1f} s "
+            f"(compute {compute:.1f} s - raw read {raw:.1f} s)"
+        )
+        out.append(
+            f"store phase (CF encoding float -> uint16, compression, icechunk write), run after "
+            f"the compute of each batch, not overlapped with it: {store:.1f} s"
+        )
+    if {"stac2cube-stages", BASELINE} <= summary.keys():
+        out.append(
+            f"peak RSS: stac2cube {summary['stac2cube-stages']['rss']:.0f} MB vs "
+            f"stackstac->zarr {summary[BASELINE]['rss']:.0f} MB"
+        )
+    return [f"* {line}" for line in out]
+
+
+def previous_interpretation() -> str:
+    if not RESULTS.exists():
+        return ""
+    text = RESULTS.read_text()
+    at = text.find(INTERPRETATION_START)
+    return text[at:].strip() if at >= 0 else ""
+
+
+def write_results(report: str) -> None:
+    interpretation = previous_interpretation() or (
+        f"{INTERPRETATION_START}\n\n(To be written by hand after a run; kept across runs.)"
+    )
+    RESULTS.write_text(f"{report}\n\n{interpretation}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Methods: " + ", ".join(METHODS),
+    )
+    parser.add_argument(
+        "--scenes", type=int, default=20, help="acquisitions = time steps (default 20)"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=1020,
+        help="tile width/height in 10 m px, rounded down to a multiple of 6 (default 1020)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per method; the median is reported (3)"
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated subset of the methods (default: all)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where catalog and cubes go (default: a temporary directory, removed at the end)",
+    )
+    parser.add_argument(
+        "--no-results", action="store_true", help=f"do not write {RESULTS.name}, only print"
+    )
+    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "JOB"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker_main(args.worker[0], Path(args.worker[1]))
+        return 0
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {METHODS}")
+    size = effective_size(args.size)
+    if size != args.size:
+        print(f"note: --size {args.size} is not a multiple of 6; using {size}")
+    python = os.path.relpath(sys.executable)
+    python = python if not python.startswith("..") else sys.executable
+    command = f"{python} bench/build_cube.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+
+    base = args.workdir or Path(tempfile.mkdtemp(prefix="stac2cube-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now().astimezone()
+    machine_line = machine()
+    try:
+        report = benchmark(args, methods, size, base, command.strip(), machine_line, started)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(base, ignore_errors=True)
+    print(report)
+    if not args.no_results:
+        write_results(report)
+        print(f"\nwrote {RESULTS}")
+    return 0
+
+
+def benchmark(args, methods, size, base, command, machine_line, started) -> str:
+    from stac2cube.grid import grid_for_bbox
+    from stac2cube.testing.pgstac import start_local_stac_api
+
+    t0 = time.perf_counter()
+    catalog = write_scenes(base / "catalog", args.scenes, size)
+    catalog_s = time.perf_counter() - t0
+    cog_bytes = sum(p.stat().st_size for p in (base / "catalog").rglob("*.tif"))
+    bounds, epsg = tile_bounds(size)
+    bbox = bbox_for_bounds(bounds, epsg)
+    grid = grid_for_bbox(tuple(bbox), 10.0, epsg)
+    if not all(math.isclose(a, b) for a, b in zip(grid.bounds, bounds, strict=True)):
+        raise SystemExit(f"bbox {bbox} gives grid {grid.bounds}, not the tile {bounds}")
+    x0, _, _, y1 = bounds
+    small = bbox_for_bounds((x0 + 600, y1 - 1200, x0 + 1200, y1 - 600), epsg)
+    days = [FIRST_DAY + dt.timedelta(days=k) for k in range(args.scenes)]
+    cogs = [
+        [str(base / "catalog" / "cogs" / COLLECTION / s.id / f"{b}.tif") for b in BANDS]
+        for s in catalog.scenes
+    ]
+    print(
+        f"catalog: {args.scenes} scenes x {len(BANDS)} bands x {size}x{size} px "
+        f"({cog_bytes / 1e6:.0f} MB of COGs) written in {catalog_s:.1f} s; grid {grid.shape} "
+        f"EPSG:{epsg} bounds {grid.bounds}; bbox {bbox}"
+    )
+
+    prefect_home = base / "prefect-home"
+    prefect_home.mkdir(exist_ok=True)
+    env = worker_env(prefect_home)
+    t0 = time.perf_counter()
+    api = start_local_stac_api(collections=catalog.collections, items=catalog.items)
+    api_s = time.perf_counter() - t0
+    print(f"local STAC API at {api.url} (started in {api_s:.1f} s)")
+    job = {
+        "base": str(base / "runs"),
+        "url": api.url,
+        "bbox": bbox,
+        "small_bbox": small,
+        "bounds": list(grid.bounds),
+        "shape": list(grid.shape),
+        "epsg": epsg,
+        "start": days[0].isoformat(),
+        "end": days[-1].isoformat(),
+        "cogs": cogs,
+    }
+    results: dict[str, list[dict]] = {m: [] for m in methods}
+    try:
+        if any(m.startswith("stac2cube-") for m in methods):
+            init = run_worker("prefect-init", job, env, "prefect-init")
+            print(f"Prefect home initialised ({init['seconds']:.1f} s, untimed)")
+        for r in range(args.repeat):  # interleaved, so that machine noise hits every method
+            for method in methods:
+                res = run_worker(method, job, env, f"{method}-{r}")
+                results[method].append(res)
+                print(
+                    f"  run {r + 1}/{args.repeat} {method:20s} {res['seconds']:7.2f} s  "
+                    f"peak RSS {res['peak_rss_mb']:6.0f} MB  shape {res['shape']}",
+                    flush=True,
+                )
+    finally:
+        api.stop()
+
+    summary = summarise(results)
+    raw_mb = args.scenes * len(BANDS) * size * size * 2 / 1e6
+    lines = [
+        "# Benchmark: building a cube (bench/build_cube.py)",
+        "",
+        f"* date: {started:%Y-%m-%d %H:%M %Z}",
+        f"* machine: {machine_line}",
+        f"* versions: {versions()}",
+        f"* data: {args.scenes} Sentinel-2 L2A scenes (Earth Search Collection-1 style, one tile, "
+        f"one per day = {args.scenes} time steps) x {len(BANDS)} bands ({' '.join(BANDS)}, 10 m) "
+        f"x {size} x {size} px, deflate COGs with 256 px tiles: {cog_bytes / 1e6:.0f} MB on disk, "
+        f"{raw_mb:.0f} MB as uint16; served by a local stac-fastapi-pgstac",
+        f"* grid: the full tile, EPSG:{epsg}, 10 m, bounds {list(grid.bounds)}, "
+        f"{grid.shape[0]} x {grid.shape[1]} px; stac2cube bbox (WGS 84) {bbox}",
+        f"* command: `{command}` ({args.repeat} runs per method, interleaved, each in a fresh "
+        "subprocess; times are medians of the work after imports; peak RSS is the max over runs)",
+        "",
+        table(summary),
+        "",
+        f"Ratios use the medians; floor = `{FLOOR}`, baseline = `{BASELINE}`. "
+        "`B04[t0] sum` is the sum of the stored integers of B04 at the first time step "
+        "(equal sums: same pixels, same stored values).",
+    ]
+    notes = derived(summary, results)
+    if notes:
+        lines += ["", "### Derived (differences of medians)", "", *notes]
+    stage_runs = results.get("stac2cube-stages", [])
+    if stage_runs:
+        lines += [
+            "",
+            "### stac2cube stages (pure functions, no Prefect)",
+            "",
+            stage_table(stage_runs, "stages", "stage"),
+        ]
+    warm_runs = [r for r in results.get("stac2cube-warm", []) if "tasks" in r]
+    if warm_runs:
+        lines += [
+            "",
+            "### stac2cube flow: Prefect task run times (`stac2cube-warm`)",
+            "",
+            stage_table(warm_runs, "tasks", "task"),
+        ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
