@@ -47,6 +47,8 @@ REFLECTANCE_ENCODING = {
     "add_offset": -0.1,
     "_FillValue": 0,
 }
+#: chunk length of the per-time-step coordinates (time, item_ids, n_scenes, ...)
+STEP_CHUNK = 4096
 #: decoded bytes one cluster computation may bring back to the flow process
 COMPUTE_BYTES = 256 * 2**20
 _ENCODING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue")
@@ -158,7 +160,12 @@ def check_compatible(state: CubeState, request: dict[str, Any]) -> None:
 
 def encode_for_store(ds: xr.Dataset, chunk: int = CHUNK) -> dict[str, dict[str, Any]]:
     """Zarr encodings of the cube's variables (first write only; appends reuse them)."""
-    enc: dict[str, dict[str, Any]] = {"time": dict(TIME_ENCODING)}
+    # per-step coordinates: long chunks, else they keep the first build's length (often 1)
+    # and every append adds a chunk (and manifest entries) per coordinate
+    enc: dict[str, dict[str, Any]] = {"time": {**TIME_ENCODING, "chunks": (STEP_CHUNK,)}}
+    for name, coord in ds.coords.items():
+        if coord.dims == ("time",) and name != "time":
+            enc[name] = {"chunks": (STEP_CHUNK,)}
     for name, var in ds.data_vars.items():
         chunks = (1, min(chunk, var.sizes["y"]), min(chunk, var.sizes["x"]))
         own = {k: v for k, v in var.encoding.items() if k in _ENCODING_KEYS}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from stac2cube.items import item_datetime, processing_rank, scene_key
 
@@ -81,7 +82,7 @@ def group_by_solar_day(items: Iterable[dict[str, Any]]) -> list[TimeStep]:
     return sorted(steps, key=lambda s: s.time)
 
 
-@task(name="group")
+@task(name="group", cache_policy=NO_CACHE)
 def group_task(items: list[dict[str, Any]]) -> list[TimeStep]:
     """Prefect task: :func:`deduplicate` then :func:`group_by_solar_day`."""
     from prefect import get_run_logger

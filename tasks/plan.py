@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from stac2cube.items import processing_rank
 from stac2cube.tasks.group import TimeStep
@@ -81,7 +82,7 @@ def plan_changes(steps: Sequence[TimeStep], ledger: Sequence[dict[str, Any]]) ->
     return Plan(tuple(add), tuple(replace), unchanged, replaced)
 
 
-@task(name="plan")
+@task(name="plan", cache_policy=NO_CACHE)
 def plan_task(steps: list[TimeStep], ledger: list[dict[str, Any]]) -> Plan:
     """Prefect task: :func:`plan_changes`, logged."""
     from stac2cube._log import get_logger
