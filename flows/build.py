@@ -18,7 +18,7 @@ from stac2cube._log import get_logger
 from stac2cube.errors import EmptySearchError, InvalidRequestError
 from stac2cube.flows.report import ProgressArtifact, publish_build_report
 from stac2cube.flows.runner import AutoDaskTaskRunner, pixel_client
-from stac2cube.radiometry import DEFAULT_QA_MASK, DEFAULT_SCL_MASK, ProcessingOptions
+from stac2cube.radiometry import ProcessingOptions
 from stac2cube.request import make_request
 from stac2cube.signing import make_signer
 from stac2cube.store import (
@@ -110,11 +110,13 @@ def get_stac_layers(
         >>> open_cube("munich.icechunk").B04  # doctest: +SKIP
     """
     log = get_logger()
-    options = ProcessingOptions(
-        mask_clouds=mask_clouds,
-        scl_classes=tuple(scl_classes) if scl_classes else DEFAULT_SCL_MASK,
-        qa_flags=tuple(qa_flags) if qa_flags else DEFAULT_QA_MASK,
-        sar_scale=sar_scale,
+    options = ProcessingOptions.from_record(
+        {
+            "mask_clouds": mask_clouds,
+            "scl_classes": scl_classes or None,
+            "qa_flags": qa_flags or None,
+            "sar_scale": sar_scale,
+        }
     )
     pc_key = _planetary_computer_key(pc_key_block)
     request = make_request(

@@ -304,17 +304,12 @@ def run_build(
     options: dict[str, Any] | None = None,
 ):
     """Validate, pre-check the store, then run the build flow with a progress display."""
-    from stac2cube.radiometry import DEFAULT_QA_MASK, DEFAULT_SCL_MASK, ProcessingOptions
+    from stac2cube.radiometry import ProcessingOptions
     from stac2cube.request import make_request
     from stac2cube.store import check_compatible, read_state
 
     options = {k: v for k, v in (options or {}).items() if v is not None}
-    processing = ProcessingOptions(
-        mask_clouds=options.get("mask_clouds", False),
-        scl_classes=tuple(options.get("scl_classes") or DEFAULT_SCL_MASK),
-        qa_flags=tuple(options.get("qa_flags") or DEFAULT_QA_MASK),
-        sar_scale=options.get("sar_scale", "db"),
-    )
+    processing = ProcessingOptions.from_record(options)
     # bad input fails here, before anything is touched
     request = make_request(**kwargs, options=processing)
     if batch_size < 1:
