@@ -71,6 +71,10 @@ def test_build_info_update_history_export(cli_env, stac_url, tmp_path):
     text = run(cli_env, "info", str(store)).stdout
     assert "EPSG:32632" in text and "s2-offset-1000" in text
 
+    bad = run(cli_env, "update", "--store", str(store), "--lookback-days", "-1")
+    assert bad.returncode == 2 and "--lookback-days must be >= 0" in bad.stderr
+    bad = run(cli_env, "update", "--store", str(store), "--end", "2024-02-30")
+    assert bad.returncode == 2 and "end must be a date" in bad.stderr
     p = run(cli_env, "update", "--store", str(store), "--end", "2024-01-31")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "+2 time steps" in p.stdout
