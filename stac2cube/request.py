@@ -9,13 +9,13 @@ read or written for a request that cannot succeed.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stac2cube.aoi import load_aoi
 from stac2cube.catalogs import CatalogSpec, resolve_catalog
 from stac2cube.errors import InvalidRequestError
 from stac2cube.grid import Grid, grid_for_bbox, parse_crs
@@ -23,6 +23,10 @@ from stac2cube.missions import BandSpec, MissionSpec, get_mission
 from stac2cube.radiometry import ProcessingOptions
 
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "average")
+TILE_MODES = ("mosaic", "separate")
+MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+#: meteorological seasons by their usual letters
+SEASON_NAMES = {"DJF": (12, 1, 2), "MAM": (3, 4, 5), "JJA": (6, 7, 8), "SON": (9, 10, 11)}
 DEFAULT_MAX_CLOUD = 100.0
 DEFAULT_RESOLUTION = 10.0
 
@@ -46,11 +50,34 @@ class CubeRequest:
     resampling: str = "nearest"
     intersects: dict[str, Any] | None = None
     options: ProcessingOptions = field(default_factory=ProcessingOptions)
+    months: tuple[int, ...] = ()
+    dates: tuple[dt.date, ...] = ()
+    clip: bool = False
+    tile_mode: str = "mosaic"
+    min_coverage: float = 0.0
+    max_scene_cloud: float = 100.0
+    indices: tuple[str, ...] = ()
 
     @property
     def datetime_range(self) -> str:
         """The STAC ``datetime`` interval: whole UTC days, both ends inclusive."""
-        return f"{self.start.isoformat()}T00:00:00Z/{self.end.isoformat()}T23:59:59.999Z"
+        return _interval(self.start, self.end)
+
+    @property
+    def search_windows(self) -> list[tuple[dt.date, dt.date]]:
+        """The date ranges to search: the whole period, or only its season / explicit dates.
+
+        >>> r = CubeRequest(None, None, "", (0, 0, 1, 1), dt.date(2018, 1, 1),
+        ...                 dt.date(2019, 12, 31), (), None, months=(12, 1, 2))
+        >>> [f"{a}..{b}" for a, b in r.search_windows]
+        ['2018-01-01..2018-02-28', '2018-12-01..2019-02-28', '2019-12-01..2019-12-31']
+        """
+        return search_windows(self.start, self.end, self.months, self.dates)
+
+    @property
+    def search_intervals(self) -> list[str]:
+        """:attr:`search_windows` as STAC ``datetime`` intervals."""
+        return [_interval(a, b) for a, b in self.search_windows]
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready record of the request, stored in the cube so ``update`` needs only a path."""
@@ -68,7 +95,98 @@ class CubeRequest:
             "resampling": self.resampling,
             "aoi": self.intersects,
             "options": self.options.describe(),
+            "months": list(self.months),
+            "dates": [d.isoformat() for d in self.dates],
+            "clip": self.clip,
+            "tile_mode": self.tile_mode,
+            "min_coverage": self.min_coverage,
+            "max_scene_cloud": self.max_scene_cloud,
+            "indices": list(self.indices),
         }
+
+
+def _interval(start: dt.date, end: dt.date) -> str:
+    return f"{start.isoformat()}T00:00:00Z/{end.isoformat()}T23:59:59.999Z"
+
+
+def search_windows(
+    start: dt.date, end: dt.date, months: Sequence[int] = (), dates: Sequence[dt.date] = ()
+) -> list[tuple[dt.date, dt.date]]:
+    """Date ranges within ``start..end`` that hold ``dates`` or the ``months`` of a season.
+
+    Consecutive days (or months) are merged into one range, so a season across the new year
+    (December to February) is one search per winter.
+    """
+    if dates:
+        days = sorted(d for d in set(dates) if start <= d <= end)
+    elif months:
+        wanted = set(months)
+        days = []
+        first = dt.date(start.year, start.month, 1)
+        while first <= end:
+            if first.month in wanted:
+                nxt = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
+                days.append(max(first, start))
+                days.append(min(nxt - dt.timedelta(days=1), end))
+            first = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    else:
+        return [(start, end)]
+    windows: list[tuple[dt.date, dt.date]] = []
+    pairs = zip(days, days, strict=True) if dates else zip(days[::2], days[1::2], strict=True)
+    for a, b in pairs:
+        if windows and (a - windows[-1][1]).days <= 1:
+            windows[-1] = (windows[-1][0], b)
+        else:
+            windows.append((a, b))
+    return windows
+
+
+def parse_season(season: str | Sequence[int] | None) -> tuple[int, ...]:
+    """Months of a season: ``"6-8"``, ``"12-2"`` (wraps the new year), ``"JJA"``, ``"jun-aug"``
+    or a list of month numbers; empty for None.
+
+    >>> parse_season("11-2"), parse_season("JJA"), parse_season([3, 4])
+    ((11, 12, 1, 2), (6, 7, 8), (3, 4))
+    """
+    if season is None or season == "" or season == []:
+        return ()
+    if isinstance(season, str):
+        text = season.strip().upper()
+        if text in SEASON_NAMES:
+            return SEASON_NAMES[text]
+        parts = [p.strip() for p in text.split("-")]
+        if len(parts) != 2:
+            raise InvalidRequestError(
+                f"season must be months FROM-TO such as 6-8 or 12-2, or DJF/MAM/JJA/SON; "
+                f"got {season!r}"
+            )
+        a, b = (_month(p, season) for p in parts)
+        return tuple((a - 1 + k) % 12 + 1 for k in range((b - a) % 12 + 1))
+    months = tuple(_month(m, season) for m in season)
+    return tuple(dict.fromkeys(months))
+
+
+def _month(value: Any, season: Any) -> int:
+    text = str(value).strip().upper()
+    if text[:3] in MONTH_NAMES and not text.isdigit():
+        return MONTH_NAMES.index(text[:3]) + 1
+    try:
+        month = int(text)
+    except ValueError:
+        raise InvalidRequestError(f"season {season!r}: {value!r} is not a month") from None
+    if not 1 <= month <= 12:
+        raise InvalidRequestError(f"season {season!r}: month {month} is not in 1..12")
+    return month
+
+
+def _fraction(value: Any, name: str, top: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"{name} must be a number, got {value!r}") from None
+    if not 0 <= number <= top:
+        raise InvalidRequestError(f"{name} must be within 0..{top:g}, got {value}")
+    return number
 
 
 def parse_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
@@ -93,41 +211,6 @@ def parse_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
     if south >= north:
         raise InvalidRequestError(f"bbox south ({south}) must be less than north ({north})")
     return values  # type: ignore[return-value]
-
-
-def load_aoi(aoi: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """A GeoJSON geometry (WGS 84) from a geometry/Feature/FeatureCollection dict or a file."""
-    from shapely.geometry import mapping, shape
-    from shapely.ops import unary_union
-
-    if isinstance(aoi, str | Path):
-        path = Path(aoi)
-        if not path.is_file():
-            raise InvalidRequestError(f"AOI file not found: {path}")
-        try:
-            aoi = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InvalidRequestError(f"AOI file {path} is not GeoJSON: {exc}") from None
-    kind = aoi.get("type") if isinstance(aoi, Mapping) else None
-    if kind == "FeatureCollection":
-        geoms = [f.get("geometry") for f in aoi.get("features", [])]
-    elif kind == "Feature":
-        geoms = [aoi.get("geometry")]
-    elif kind in ("Polygon", "MultiPolygon"):
-        geoms = [aoi]
-    else:
-        raise InvalidRequestError(
-            f"AOI must be a GeoJSON Polygon, Feature or FeatureCollection, got {kind!r}"
-        )
-    if not geoms or any(g is None for g in geoms):
-        raise InvalidRequestError("AOI has no geometry")
-    try:
-        shapes = [shape(g) for g in geoms]
-    except Exception as exc:
-        raise InvalidRequestError(f"AOI geometry is invalid: {exc}") from None
-    if any(s.geom_type not in ("Polygon", "MultiPolygon") for s in shapes):
-        raise InvalidRequestError("AOI geometries must be polygons")
-    return mapping(unary_union(shapes))
 
 
 def parse_date(value: str | dt.date | None, name: str) -> dt.date | None:
@@ -160,6 +243,13 @@ def make_request(
     resampling: str = "nearest",
     options: ProcessingOptions | None = None,
     today: dt.date | None = None,
+    season: str | Sequence[int] | None = None,
+    dates: Sequence[str | dt.date] | None = None,
+    clip: bool = False,
+    tile_mode: str = "mosaic",
+    min_coverage: float = 0.0,
+    max_scene_cloud: float = 100.0,
+    indices: Sequence[str] | None = None,
 ) -> CubeRequest:
     """Validate user input into a :class:`CubeRequest`.
 
@@ -186,12 +276,43 @@ def make_request(
     else:
         raise InvalidRequestError("give an area: bbox (W S E N) or aoi (GeoJSON)")
 
-    start_d = parse_date(start, "start")
+    keep_dates = tuple(sorted({parse_date(d, "dates") for d in dates or ()}))
+    start_d = parse_date(start, "start") or (keep_dates[0] if keep_dates else None)
     if start_d is None:
         raise InvalidRequestError("start date is required (YYYY-MM-DD)")
-    end_d = parse_date(end, "end") or (today or dt.datetime.now(dt.UTC).date())
+    end_d = (
+        parse_date(end, "end")
+        or (keep_dates[-1] if keep_dates else None)
+        or (today or dt.datetime.now(dt.UTC).date())
+    )
     if end_d < start_d:
         raise InvalidRequestError(f"end date {end_d} is before start date {start_d}")
+    outside = [d.isoformat() for d in keep_dates if not start_d <= d <= end_d]
+    if outside:
+        raise InvalidRequestError(f"dates {outside} lie outside {start_d}..{end_d}")
+    months = parse_season(season)
+    if months and keep_dates:
+        raise InvalidRequestError("give either a season or explicit dates, not both")
+    if months and spec.static:
+        raise InvalidRequestError(f"{spec.id} is a single-time product: a season does not apply")
+    if clip and intersects is None:
+        raise InvalidRequestError("clip needs a polygon aoi (a bbox is already its own box)")
+    if tile_mode not in TILE_MODES:
+        raise InvalidRequestError(
+            f"unknown tile_mode {tile_mode!r}; use one of {', '.join(TILE_MODES)}"
+        )
+    coverage = _fraction(min_coverage, "min_coverage", 1.0)
+    scene_cloud = _fraction(max_scene_cloud, "max_scene_cloud", 100.0)
+    if scene_cloud < 100 and not spec.qa_band:
+        raise InvalidRequestError(
+            f"max_scene_cloud needs a cloud classification band (SCL or QA_PIXEL); "
+            f"{spec.id} has none"
+        )
+    index_names: tuple[str, ...] = ()
+    if indices:
+        from stac2cube.indices import resolve_indices
+
+        index_names = resolve_indices(spec, indices)
 
     try:
         res = float(resolution)
@@ -231,4 +352,11 @@ def make_request(
         resampling=resampling,
         intersects=intersects,
         options=options or ProcessingOptions(),
+        months=months,
+        dates=keep_dates,
+        clip=bool(clip),
+        tile_mode=tile_mode,
+        min_coverage=coverage,
+        max_scene_cloud=scene_cloud,
+        indices=index_names,
     )

@@ -113,19 +113,40 @@ def search_items(
     url = request.catalog.url
     client = client or open_client(url)
     params = search_parameters(request, page_size=page_size)
-    try:
-        items = [normalise_item(i) for i in client.search(**params).items_as_dicts()]
-    except Exception as exc:
-        raise CatalogError(
-            f"search on catalog {url} (collection {request.collection}) failed: {_reason(exc)}"
-        ) from exc
+    intervals = request.search_intervals if "datetime" in params else [None]
+    items: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for interval in intervals:  # a season or explicit dates: one search per window
+        if interval is not None:
+            params["datetime"] = interval
+        try:
+            found = list(client.search(**params).items_as_dicts())
+        except Exception as exc:
+            raise CatalogError(
+                f"search on catalog {url} (collection {request.collection}) failed: "
+                f"{_reason(exc)}"
+            ) from exc
+        for item in found:
+            key = (item.get("collection", ""), item["id"])
+            if key not in seen:
+                seen.add(key)
+                items.append(normalise_item(item))
     if not items and not allow_empty:
         cloud = f", cloud cover <= {request.max_cloud:g}%" if "query" in params else ""
-        when = f", {request.start} to {request.end}" if "datetime" in params else ""
+        when = f", {_describe_when(request)}" if "datetime" in params else ""
         raise EmptySearchError(
             f"no {request.collection} scenes on {url} for bbox {list(request.bbox)}{when}{cloud}"
         )
     return items
+
+
+def _describe_when(request: CubeRequest) -> str:
+    text = f"{request.start} to {request.end}"
+    if request.dates:
+        return f"on the dates {', '.join(d.isoformat() for d in request.dates)}"
+    if request.months:
+        return f"{text}, months {', '.join(str(m) for m in request.months)}"
+    return text
 
 
 def search_parameters(request: CubeRequest, *, page_size: int = 100) -> dict[str, Any]:
