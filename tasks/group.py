@@ -59,6 +59,8 @@ class TimeStep:
     time: dt.datetime
     solar_day: dt.date
     items: tuple[dict[str, Any], ...] = field(repr=False)
+    #: the tile of every scene of the step, when tiles are kept apart (``tile_mode="separate"``)
+    tile: str | None = None
 
     @property
     def item_ids(self) -> tuple[str, ...]:
