@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,11 +16,13 @@ from prefect.utilities.annotations import quote
 
 from stac2cube import __version__
 from stac2cube._log import get_logger
-from stac2cube.errors import EmptySearchError, InvalidRequestError
+from stac2cube.aoi import read_features
+from stac2cube.errors import BuildError, EmptySearchError, InvalidRequestError, Stac2CubeError
 from stac2cube.flows.report import ProgressArtifact, publish_build_report
 from stac2cube.flows.runner import AutoDaskTaskRunner, pixel_client
 from stac2cube.radiometry import ProcessingOptions
-from stac2cube.request import make_request
+from stac2cube.request import CubeRequest, make_request
+from stac2cube.settings import STATS_SUFFIX, sidecar_path, write_settings
 from stac2cube.signing import make_signer
 from stac2cube.store import (
     CubeState,
@@ -30,7 +33,7 @@ from stac2cube.store import (
     read_state,
     store_lock,
 )
-from stac2cube.tasks.group import deduplicate, group_task
+from stac2cube.tasks.group import TimeStep, deduplicate, group_task
 from stac2cube.tasks.load import load_task
 from stac2cube.tasks.plan import Plan, plan_changes, plan_task, stamp_ledger
 from stac2cube.tasks.preprocess import preprocess_task, static_steps
@@ -43,6 +46,12 @@ MissionName = Literal[
 ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
 SarScale = Literal["db", "linear"]
 CatalogChoice = Literal["earth-search", "planetary-computer", "terrabyte", "auto"]
+
+
+TileMode = Literal["mosaic", "separate"]
+QuicklookFormat = Literal["none", "gif", "png"]
+#: Feature cubes built at the same time by one flow run (``per_feature``).
+MAX_PARALLEL_FEATURES = 4
 
 
 @flow(name="get-stac-layers", validate_parameters=True, task_runner=AutoDaskTaskRunner())
@@ -66,103 +75,293 @@ def get_stac_layers(
     qa_flags: list[str] | None = None,
     sar_scale: SarScale = "db",
     pc_key_block: str | None = None,
+    season: str | None = None,
+    dates: list[dt.date] | None = None,
+    clip: bool = False,
+    tile_mode: TileMode = "mosaic",
+    min_coverage: float = 0.0,
+    max_scene_cloud: float = 100.0,
+    indices: list[str] | None = None,
+    composites: list[str] | None = None,
+    statistics: bool = True,
+    quicklook: QuicklookFormat = "none",
+    per_feature: bool = False,
+    name_field: str | None = None,
 ) -> dict[str, Any]:
     """Build (or extend) an analysis-ready data cube from a STAC search.
 
     Searches the catalog, drops duplicate granules, mosaics the scenes of each solar day, applies
     each item's radiometry, and writes the time steps to an icechunk (Zarr v3) store in one
     commit. On an existing store only scenes the cube lacks are added; the grid, bands and
-    mission must match the cube's.
+    mission must match the cube's. Beside the cube go ``<cube>.settings.json`` (re-runs this
+    build), ``<cube>.stats.csv`` and, on request, a quicklook time-lapse.
 
     Args:
         mission: Mission to build a cube of.
         bbox: Area as WGS 84 [west, south, east, north] in degrees (or give `aoi`).
-        start: First day (UTC, inclusive).
-        end: Last day (UTC, inclusive); empty means today.
-        store: Path of the cube store to create, or to extend if it exists.
+        start: First day (UTC, inclusive); may be left empty when `dates` are given.
+        end: Last day (UTC, inclusive); empty means today (or the last of `dates`).
+        store: Path of the cube store to create, or to extend if it exists. With
+            `per_feature`, a pattern with ``{name}`` (default ``{name}.icechunk``) or a folder.
         catalog: earth-search (default), planetary-computer, terrabyte, auto, or a STAC API URL.
         collection: Collection id; default: the catalog's collection for the mission.
         bands: Bands by ESA id (B04) or common name (red); default B02 B03 B04 B08.
         resolution: Pixel size in metres (default 10).
         crs: Target CRS such as EPSG:32632; default: the UTM zone of the area's centre.
-        max_cloud: Keep scenes whose eo:cloud_cover is at most this percentage (100: all).
-        aoi: GeoJSON geometry, Feature or FeatureCollection, or a path to a GeoJSON file.
+        max_cloud: Keep scenes whose catalog eo:cloud_cover is at most this percentage (100:
+            all), before anything is read.
+        aoi: Area as a GeoJSON geometry, Feature or FeatureCollection, or a vector file
+            (GeoJSON, GeoPackage, Shapefile, KML); all features together form one area unless
+            `per_feature` is set.
         resampling: Resampling of continuous bands from 20/60 m; classification bands always
             use nearest.
         batch_size: Time steps read and written at a time (bounds memory).
         mask_clouds: Mask clouds and shadows in each scene before mosaicking (Sentinel-2 L2A:
             SCL classes; Landsat: QA_PIXEL flags), so a clear scene of the same day fills in.
-        scl_classes: SCL classes masked by `mask_clouds` (default 1 3 8 9 10).
-        qa_flags: QA_PIXEL flags masked by `mask_clouds` (default dilated_cloud cirrus cloud
-            cloud_shadow).
+        scl_classes: SCL classes masked by `mask_clouds` and counted by `max_scene_cloud`
+            (default 1 3 8 9 10).
+        qa_flags: QA_PIXEL flags masked by `mask_clouds` and counted by `max_scene_cloud`
+            (default dilated_cloud cirrus cloud cloud_shadow).
         sar_scale: Sentinel-1 backscatter in dB (default) or linear gamma0.
         pc_key_block: Name of a Prefect Secret block holding a Planetary Computer subscription
             key (otherwise PC_SDK_SUBSCRIPTION_KEY); never logged or stored.
+        season: Keep only these months of every year of the period: FROM-TO months such as
+            ``6-8`` or ``12-2`` (across the new year), a season name DJF/MAM/JJA/SON, or a
+            comma list ``4,5,9``.
+        dates: Keep only scenes acquired on these days (UTC).
+        clip: Set pixels outside the `aoi` polygon to nodata (the grid is still its bbox).
+        tile_mode: ``mosaic`` (default): the tiles of a solar day form one time step;
+            ``separate``: one time step per tile, with a ``tile`` coordinate.
+        min_coverage: Drop time steps whose valid pixels cover less than this fraction (0-1)
+            of the area (slivers at swath edges), after loading.
+        max_scene_cloud: Drop time steps whose cloud fraction inside the area (SCL or QA_PIXEL,
+            in percent of the valid pixels) is above this, after loading.
+        indices: Spectral indices stored like bands: NDVI NDWI MNDWI NDMI NBR SAVI EVI NDRE
+            NDSI NDBI; Sentinel-1: VV_VH VH_VV RVI.
+        composites: Temporal composites as ``STAT:PERIOD`` (median, mean, min, max over all,
+            month, year, season), kept in the cube's group ``composites/<period>``.
+        statistics: Write ``<cube>.stats.csv`` with per-time-step valid and cloud fractions
+            and band means.
+        quicklook: Write a true-colour time-lapse ``<cube>.quicklook.gif`` or a PNG grid.
+        per_feature: Build one cube per feature of `aoi`, in parallel, in one flow run.
+        name_field: With `per_feature`, the attribute naming each cube (default: its index).
 
     Returns:
-        A summary: store, snapshot id, time steps added and in total, scenes read.
+        A summary: store, snapshot id, time steps added and in total, scenes read (with
+        `per_feature`: ``{"cubes": {name: summary}}``).
 
     Example:
         >>> from stac2cube import get_stac_layers, open_cube
         >>> get_stac_layers(mission="sentinel-2-l2a", bbox=[11.50, 48.10, 11.56, 48.14],
         ...                 start="2024-06-01", end="2024-06-30", store="munich.icechunk",
-        ...                 bands=["red", "nir"], max_cloud=30)  # doctest: +SKIP
-        >>> open_cube("munich.icechunk").B04  # doctest: +SKIP
+        ...                 bands=["red", "nir"], indices=["NDVI"], max_cloud=30)  # doctest: +SKIP
+        >>> open_cube("munich.icechunk").NDVI  # doctest: +SKIP
     """
-    log = get_logger()
-    options = ProcessingOptions.from_record(
-        {
-            "mask_clouds": mask_clouds,
-            "scl_classes": scl_classes or None,
-            "qa_flags": qa_flags or None,
-            "sar_scale": sar_scale,
-        }
-    )
+    params = dict(locals())
+    requests = resolve_requests(params)
     pc_key = _planetary_computer_key(pc_key_block)
-    request = make_request(
-        mission=mission,
-        bbox=bbox,
-        aoi=aoi,
-        start=start,
-        end=end,
-        catalog=catalog,
-        collection=collection,
-        bands=bands,
-        resolution=resolution,
-        crs=crs,
-        max_cloud=max_cloud,
-        resampling=resampling,
-        options=options,
-    )
+    if per_feature:
+        return {"cubes": build_feature_cubes(requests, batch_size, pc_key=pc_key)}
+    ((request, target),) = requests.values()
+    return execute_build(prepare_build(request, target), batch_size, pc_key=pc_key)
+
+
+#: get_stac_layers parameters that are not part of a cube's request
+RUN_PARAMETERS = ("store", "batch_size", "pc_key_block", "per_feature", "name_field", "bbox", "aoi")
+OPTION_PARAMETERS = ("mask_clouds", "scl_classes", "qa_flags", "sar_scale")
+
+
+def resolve_requests(params: dict[str, Any]) -> dict[str | None, tuple[CubeRequest, str]]:
+    """Validate ``get_stac_layers`` parameters into ``{feature name: (request, store)}``.
+
+    One entry (named None) for a plain build; one per feature of the AOI with ``per_feature``.
+    Nothing is searched or written: every bad parameter fails here.
+    """
+    params = dict(params)
+    batch_size = params.get("batch_size", 8)
     if batch_size < 1:
         raise InvalidRequestError(f"batch_size must be >= 1, got {batch_size}")
-    described = request.describe()
+    options = ProcessingOptions.from_record(
+        {
+            "mask_clouds": params.get("mask_clouds", False),
+            "scl_classes": params.get("scl_classes") or None,
+            "qa_flags": params.get("qa_flags") or None,
+            "sar_scale": params.get("sar_scale", "db"),
+        }
+    )
+    common = {
+        k: v for k, v in params.items() if k not in RUN_PARAMETERS and k not in OPTION_PARAMETERS
+    }
+    common["options"] = options
+    store = params.get("store") or "cube.icechunk"
+    if params.get("per_feature"):
+        if params.get("bbox") is not None:
+            raise InvalidRequestError("per_feature builds take their areas from aoi, not bbox")
+        return feature_requests(params.get("aoi"), params.get("name_field"), store, common)
+    request = make_request(bbox=params.get("bbox"), aoi=params.get("aoi"), **common)
+    return {None: (request, str(store))}
+
+
+@dataclass(frozen=True)
+class PreparedBuild:
+    """A validated request with its search done and its plan made; nothing written yet."""
+
+    request: CubeRequest
+    store: str
+    state: CubeState | None
+    steps: list[TimeStep]
+    plan: Plan
+
+
+def prepare_build(request: CubeRequest, store: str) -> PreparedBuild:
+    """Check the store, search, group and plan: everything that can fail before writing."""
     state = read_state(store)
     if state is not None:
-        check_compatible(state, described)
+        check_compatible(state, request.describe())
     items = search_task(request, allow_empty=state is not None)
     if request.mission.static:  # DEM: every tile in one step at STATIC_TIME
         steps = static_steps(deduplicate(items)[0])
     else:
-        steps = group_task(quote(items))
+        steps = group_task(quote(items), request.tile_mode)
     plan = plan_task(quote(steps), quote(state.ledger if state is not None else []))
-    if plan.empty:
-        if state is None:
-            raise EmptySearchError("no scenes left after de-duplication")
-        log.info("nothing new for %s: the cube already holds every matching scene", store)
-        return _reported(_summary(store, None, plan, state.ledger))
+    if plan.empty and state is None:
+        raise EmptySearchError("no scenes left after de-duplication")
+    return PreparedBuild(request, str(store), state, steps, plan)
 
+
+def execute_build(
+    prepared: PreparedBuild, batch_size: int = 8, *, pc_key: str | None = None
+) -> dict[str, Any]:
+    """Write a prepared build under the store lock, then its settings, statistics and quicklook."""
+    log = get_logger()
+    request, store, state, plan = prepared.request, prepared.store, prepared.state, prepared.plan
+    snapshot, ledger, written = None, state.ledger if state is not None else [], []
     target = Path(store)
-    with store_lock(target):
-        if state is not None:  # re-read under the lock: another run may have committed
-            state = read_state(target)
-            plan = plan_changes(steps, state.ledger)
-            if plan.empty:
-                return _reported(_summary(store, None, plan, state.ledger))
-        with pixel_client():  # the cluster starts here, only when there is pixel work
-            snapshot, ledger = write_plan(request, plan, target, state, batch_size, pc_key=pc_key)
-    log.info("cube %s: snapshot %s, %d time steps", store, snapshot, len(ledger))
-    return _reported(_summary(store, snapshot, plan, ledger))
+    if not plan.empty:
+        with store_lock(target):
+            if state is not None:  # re-read under the lock: another run may have committed
+                state = read_state(target)
+                plan = plan_changes(prepared.steps, state.ledger)
+                ledger = state.ledger
+            if not plan.empty:
+                with pixel_client():  # the cluster starts here, only when there is pixel work
+                    snapshot, ledger, written = write_plan(
+                        request, plan, target, state, batch_size, pc_key=pc_key
+                    )
+    summary = _summary(store, snapshot, plan, ledger)
+    summary["filtered_time_steps"] = len(plan.steps) - len(written) if snapshot else 0
+    if snapshot is None:
+        log.info("nothing new for %s: the cube already holds every matching scene", store)
+    else:
+        log.info("cube %s: snapshot %s, %d time steps", store, snapshot, len(ledger))
+    summary.update(write_products(store, request, written))
+    return _reported(summary)
+
+
+def write_products(store: str, request: CubeRequest, written: list[str]) -> dict[str, str]:
+    """The files beside a committed cube: settings, statistics CSV, quicklook. Returns paths."""
+    from stac2cube.store import read_state as _state
+
+    state = _state(store)
+    if state is None:
+        return {}
+    out = {"settings": str(write_settings(store, state.request, __version__))}
+    try:
+        if request.statistics:
+            from stac2cube.stats import write_statistics_csv
+
+            csv = sidecar_path(store, STATS_SUFFIX)
+            out["statistics"] = str(
+                write_statistics_csv(store, csv, times=written if csv.exists() else None)
+            )
+        if request.quicklook:
+            from stac2cube.quicklook import write_quicklooks
+
+            path = sidecar_path(store, f".quicklook.{request.quicklook}")
+            out["quicklook"] = str(write_quicklooks(store, path, fmt=request.quicklook))
+    except Stac2CubeError:
+        raise
+    except Exception as exc:
+        raise BuildError(
+            f"cube {store} is committed, but writing the files beside it failed: {exc}"
+        ) from exc
+    return out
+
+
+def feature_requests(
+    aoi: Any, name_field: str | None, store: str, common: dict[str, Any]
+) -> dict[str, tuple[CubeRequest, str]]:
+    """One validated request and store path per feature of ``aoi`` (nothing searched yet)."""
+    if aoi is None:
+        raise InvalidRequestError("per_feature needs an aoi: a vector file or FeatureCollection")
+    features = read_features(aoi, name_field)
+    return {
+        f.name: (make_request(aoi=f.geometry, **common), feature_store(store, f.name))
+        for f in features
+    }
+
+
+def feature_store(pattern: str, name: str) -> str:
+    """The store of feature ``name``: ``pattern`` with ``{name}`` filled in, or a folder.
+
+    >>> feature_store("cubes/{name}.icechunk", "lake"), feature_store("cubes", "lake")
+    ('cubes/lake.icechunk', 'cubes/lake.icechunk')
+    """
+    if "{name}" in pattern:
+        return pattern.replace("{name}", name)
+    if pattern == "cube.icechunk":  # the flow's default store
+        return f"{name}.icechunk"
+    return str(Path(pattern) / f"{name}.icechunk")
+
+
+def build_feature_cubes(
+    requests: dict[str, tuple[CubeRequest, str]],
+    batch_size: int = 8,
+    *,
+    pc_key: str | None = None,
+    max_parallel: int = MAX_PARALLEL_FEATURES,
+) -> dict[str, dict[str, Any]]:
+    """Build one cube per feature: all searched and planned first, then written in parallel.
+
+    Every request is checked against its store and searched before any pixel is written, so a
+    feature that matches no scene (or an incompatible existing store) fails the run with
+    nothing written. The writes then run in threads sharing the flow's Dask cluster; a cube
+    whose write fails leaves the others committed and is named in the error.
+    """
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    stores = [s for _, s in requests.values()]
+    if len(set(stores)) != len(stores):
+        raise InvalidRequestError(f"feature stores collide: {stores}; put {{name}} in store")
+    prepared = {}
+    for name, (request, store) in requests.items():
+        try:
+            prepared[name] = prepare_build(request, store)
+        except Stac2CubeError as exc:
+            raise type(exc)(f"feature {name!r}: {exc}") from exc
+    results: dict[str, dict[str, Any]] = {}
+    failures: dict[str, BaseException] = {}
+    with pixel_client(), ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+        futures = {
+            name: pool.submit(
+                contextvars.copy_context().run, execute_build, p, batch_size, pc_key=pc_key
+            )
+            for name, p in prepared.items()
+        }
+        for name, future in futures.items():
+            try:
+                results[name] = future.result()
+            except Exception as exc:
+                failures[name] = exc
+    if failures:
+        done = ", ".join(sorted(results)) or "none"
+        raise BuildError(
+            "feature cube(s) failed: "
+            + "; ".join(f"{n}: {e}" for n, e in failures.items())
+            + f" (committed: {done})"
+        ) from next(iter(failures.values()))
+    return results
 
 
 def _reported(summary: dict[str, Any]) -> dict[str, Any]:
@@ -205,8 +404,14 @@ def write_plan(
     batch_size: int = 8,
     *,
     pc_key: str | None = None,
-) -> tuple[str, list]:
-    """Load, preprocess and write the plan's time steps; commit once. Returns (snapshot, ledger).
+) -> tuple[str | None, list, list[str]]:
+    """Load, preprocess and write the plan's time steps; commit once.
+
+    Steps failing the request's coverage or scene-cloud filters are dropped before writing.
+
+    Returns:
+        ``(snapshot, ledger, times written)``; the snapshot is None when every step was
+        filtered out of an existing cube (nothing is committed).
 
     Large arguments (item dicts, lazy datasets, the ledger) are passed to tasks ``quote``-d so
     that Prefect does not walk them for upstream futures (measured: ~30 ms per item otherwise).
@@ -239,6 +444,10 @@ def write_plan(
             raw = load_task(request, quote(items_b), signer=signer)
             ds, batch_entries = preprocess_task(request, quote(batch), quote(raw))
             stamp_ledger(batch_entries, batch)
+            ds, batch_entries, items_b = filter_steps(request, ds, batch_entries, batch)
+            if not batch_entries:
+                progress.update(k + len(batch))
+                continue
             entries.extend(batch_entries)
             if appends_only:
                 write_task(session, quote(ds), first, quote(items_b), batch_size)
@@ -253,28 +462,44 @@ def write_plan(
                 )
             else:
                 parts.append((ds, items_b))
-        if not appends_only:
+        written = [e["time"] for e in entries]
+        if not entries:
+            if state is None:
+                raise EmptySearchError(
+                    f"no time step passed the filters (min_coverage {request.min_coverage:g}, "
+                    f"max_scene_cloud {request.max_scene_cloud:g}%); nothing was written"
+                )
+            get_logger().info("every new time step was filtered out; %s is unchanged", target)
+            return None, list(state.ledger), []
+        replaced = {t: old for t, old in plan.replaced_times.items() if t in set(written)}
+        if not appends_only and parts:
             base = open_cube(target)
             new = xr.concat([p[0] for p in parts], dim="time")
             items_all = [i for p in parts for i in p[1]]
-            rewrite_task(
-                session, quote(base), quote(new), plan.replaced_times, quote(items_all), batch_size
+            rewrite_task(session, quote(base), quote(new), replaced, quote(items_all), batch_size)
+            log.info(
+                "inserted %d and replaced %d time steps",
+                len(written) - len(replaced),
+                len(replaced),
             )
-            log.info("inserted %d and replaced %d time steps", len(plan.add), len(plan.replace))
-        ledger = merge_ledger(ledger, entries, plan.replaced_times)
+        ledger = merge_ledger(ledger, entries, replaced)
+        if request.composites:
+            from stac2cube.composites import write_composites
+
+            write_composites(session, request.composites)
         record = described_with_range(request, state)
         snapshot = commit_task(
             session,
             record,
             quote(ledger),
             __version__,
-            f"{'extend' if state else 'create'}: +{len(plan.add)} time steps, "
-            f"{len(plan.replace)} replaced ({len(steps) and sum(len(s.items) for s in steps)} "
+            f"{'extend' if state else 'create'}: +{len(written) - len(replaced)} time steps, "
+            f"{len(replaced)} replaced ({sum(len(e['items']) for e in entries)} "
             f"scenes) {request.start}..{request.end}",
             {
-                "added_time_steps": len(plan.add),
-                "replaced_time_steps": len(plan.replace),
-                "scenes": sum(len(s.items) for s in steps),
+                "added_time_steps": len(written) - len(replaced),
+                "replaced_time_steps": len(replaced),
+                "scenes": sum(len(e["items"]) for e in entries),
             },
         )
     except BaseException:
@@ -283,7 +508,52 @@ def write_plan(
         raise
     if work != target:
         os.replace(work, target)
-    return snapshot, ledger
+    return snapshot, ledger, written
+
+
+def filter_steps(
+    request: CubeRequest, ds: xr.Dataset, entries: list[dict[str, Any]], steps: list[TimeStep]
+) -> tuple[xr.Dataset, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Drop the time steps of ``ds`` failing ``min_coverage`` or ``max_scene_cloud``.
+
+    Computes only the per-step ``valid_fraction`` and ``cloud_fraction`` (reading the first
+    band and the QA band once more than the write does), and only when a filter is set.
+
+    Returns:
+        ``(dataset, ledger entries, items)`` of the steps kept.
+    """
+    items = [i for s in steps for i in s.items]
+    if request.min_coverage <= 0 and request.max_scene_cloud >= 100:
+        return ds, entries, items
+    import numpy as np
+
+    valid = np.asarray(ds["valid_fraction"].values, "float64")
+    keep = valid >= request.min_coverage
+    if request.max_scene_cloud < 100:
+        cloud = np.asarray(ds["cloud_fraction"].values, "float64")
+        keep &= ~(cloud * 100 > request.max_scene_cloud)
+    log = get_logger()
+    for entry, v, k, cf in zip(
+        entries,
+        valid,
+        keep,
+        ds["cloud_fraction"].values if "cloud_fraction" in ds else valid,
+        strict=True,
+    ):
+        if not k:
+            log.info(
+                "dropping time step %s: valid fraction %.3f, cloud fraction %.3f",
+                entry["time"],
+                v,
+                cf,
+            )
+    positions = [i for i, k in enumerate(keep) if k]
+    kept_steps = [steps[i] for i in positions]
+    return (
+        ds.isel(time=positions),
+        [entries[i] for i in positions],
+        [i for s in kept_steps for i in s.items],
+    )
 
 
 def described_with_range(request, state: CubeState | None) -> dict[str, Any]:

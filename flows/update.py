@@ -10,8 +10,7 @@ from prefect import flow
 from stac2cube._log import get_logger
 from stac2cube.errors import InvalidRequestError, StoreError
 from stac2cube.flows.build import get_stac_layers
-from stac2cube.grid import Grid
-from stac2cube.radiometry import ProcessingOptions
+from stac2cube.settings import build_parameters
 from stac2cube.store import read_state
 
 
@@ -71,33 +70,19 @@ def update_cube(
     start, end = update_window(req, state.times[-1] if state.times else None, end, lookback_days)
     if end < start:
         raise InvalidRequestError(f"end {end} is before the update window's start {start}")
-    grid = Grid.from_attrs(req["grid"])
     get_logger().info("updating %s: searching %s..%s on %s", store, start, end, req["catalog_url"])
-    return get_stac_layers(
-        mission=req["mission"],
-        bbox=req["bbox"],
-        aoi=req.get("aoi"),
-        start=start,
-        end=end,
-        store=store,
-        catalog=req["catalog_url"],
-        collection=req["collection"],
-        bands=req["bands"],
-        resolution=grid.resolution,
-        crs=grid.crs,
-        max_cloud=req["max_cloud"],
-        resampling=req["resampling"],
-        batch_size=batch_size,
-        **options_params(req.get("options")),
-    )
-
-
-def options_params(record: dict[str, Any] | None) -> dict[str, Any]:
-    """Flow parameters re-creating the processing options a cube was built with."""
-    opts = ProcessingOptions.from_record(record)
-    return {
-        "mask_clouds": opts.mask_clouds,
-        "scl_classes": list(opts.scl_classes),
-        "qa_flags": list(opts.qa_flags),
-        "sar_scale": opts.sar_scale,
-    }
+    params = build_parameters(req, store)
+    params.update(start=start, end=end, batch_size=batch_size)
+    if params["dates"]:  # a cube of explicit dates only grows by those in the window
+        params["dates"] = [d for d in params["dates"] if start.isoformat() <= d <= end.isoformat()]
+        if not params["dates"]:
+            get_logger().info("none of the cube's dates falls in %s..%s: nothing to do", start, end)
+            return {
+                "store": str(store),
+                "snapshot": None,
+                "added_time_steps": 0,
+                "replaced_time_steps": 0,
+                "time_steps": len(state.ledger),
+                "scenes": 0,
+            }
+    return get_stac_layers(**params)

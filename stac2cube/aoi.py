@@ -217,12 +217,11 @@ def polygon_mask(grid: Grid, geometry: Mapping[str, Any]) -> np.ndarray:
         >>> m.shape == g.shape, bool(m.any()), bool(m.all())
         (True, True, False)
     """
+    from pyproj import Transformer
     from rasterio.features import geometry_mask
     from rasterio.transform import Affine
     from shapely.geometry import mapping, shape
     from shapely.ops import transform as shapely_transform
-
-    from pyproj import Transformer
 
     to_grid = Transformer.from_crs("EPSG:4326", f"EPSG:{grid.epsg}", always_xy=True)
     projected = shapely_transform(to_grid.transform, shape(geometry))

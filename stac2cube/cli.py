@@ -82,11 +82,17 @@ def _runner_context(args: argparse.Namespace):
 
 def _add_request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--mission",
-        required=True,
-        help="sentinel-2-l2a, sentinel-2-l1c, landsat-c2-l2, sentinel-1-rtc or cop-dem-glo-30",
+        "--settings",
+        metavar="JSON",
+        help="re-run the build recorded in a cube's settings file (<cube>.settings.json); "
+        "--store, --start, --end and --batch-size given as well override it",
     )
-    area = p.add_mutually_exclusive_group(required=True)
+    p.add_argument(
+        "--mission",
+        help="sentinel-2-l2a, sentinel-2-l1c, landsat-c2-l2, sentinel-1-rtc or cop-dem-glo-30 "
+        "(required unless --settings)",
+    )
+    area = p.add_mutually_exclusive_group()
     area.add_argument(
         "--bbox",
         nargs=4,
@@ -95,12 +101,47 @@ def _add_request_arguments(p: argparse.ArgumentParser) -> None:
         help="area as WGS 84 west south east north (degrees)",
     )
     area.add_argument(
-        "--aoi", help="area as a GeoJSON file (Polygon, Feature or FeatureCollection)"
+        "--aoi",
+        help="area as a vector file (GeoJSON, GeoPackage, Shapefile, KML) of polygons; all "
+        "features form one area unless --per-feature",
     )
-    p.add_argument("--start", required=True, help="first day, YYYY-MM-DD (UTC, inclusive)")
-    p.add_argument("--end", help="last day, YYYY-MM-DD (UTC, inclusive); default: today")
     p.add_argument(
-        "--store", required=True, help="cube store path (created, or extended if it exists)"
+        "--start", help="first day, YYYY-MM-DD (UTC, inclusive); default: the first of --dates"
+    )
+    p.add_argument(
+        "--end",
+        help="last day, YYYY-MM-DD (UTC, inclusive); default: today (or the last of --dates)",
+    )
+    p.add_argument(
+        "--store",
+        help="cube store path (created, or extended if it exists); with --per-feature a "
+        "pattern with {name} or a folder (default {name}.icechunk)",
+    )
+    p.add_argument(
+        "--per-feature",
+        action="store_true",
+        help="build one cube per feature of --aoi, in parallel",
+    )
+    p.add_argument(
+        "--name-field",
+        metavar="ATTRIBUTE",
+        help="with --per-feature: the attribute naming each cube (default: feature index)",
+    )
+    p.add_argument(
+        "--clip",
+        action="store_true",
+        help="set pixels outside the --aoi polygon to nodata (the grid stays its bbox)",
+    )
+    p.add_argument(
+        "--season",
+        help="keep only these months of every year: FROM-TO (6-8, 12-2), DJF/MAM/JJA/SON, "
+        "or a list 4,5,9",
+    )
+    p.add_argument(
+        "--dates",
+        nargs="+",
+        metavar="YYYY-MM-DD",
+        help="keep only scenes acquired on these days (UTC)",
     )
     p.add_argument(
         "--catalog",
@@ -126,6 +167,55 @@ def _add_request_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=100.0,
         help="keep scenes with eo:cloud_cover <= this percent (default 100: all)",
+    )
+    p.add_argument(
+        "--min-coverage",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="drop time steps whose valid pixels cover less than this fraction (0-1) of the "
+        "area, e.g. slivers at swath edges (default 0: keep all)",
+    )
+    p.add_argument(
+        "--max-scene-cloud",
+        type=float,
+        default=100.0,
+        metavar="PERCENT",
+        help="drop time steps with more than this percent of cloud inside the area, from SCL "
+        "or QA_PIXEL after loading (default 100: keep all)",
+    )
+    p.add_argument(
+        "--tile-mode",
+        choices=["mosaic", "separate"],
+        default="mosaic",
+        help="mosaic the tiles of a day into one time step (default), or keep each tile as "
+        "its own time step with a tile coordinate",
+    )
+    p.add_argument(
+        "--indices",
+        nargs="+",
+        metavar="INDEX",
+        help="spectral indices stored like bands: NDVI NDWI MNDWI NDMI NBR SAVI EVI NDRE NDSI "
+        "NDBI; Sentinel-1: VV_VH VH_VV RVI",
+    )
+    p.add_argument(
+        "--composites",
+        nargs="+",
+        metavar="STAT:PERIOD",
+        help="temporal composites kept in the cube's group composites/<period>: STAT median, "
+        "mean, min or max; PERIOD all, month, year or season (e.g. median:month)",
+    )
+    p.add_argument(
+        "--no-statistics",
+        dest="statistics",
+        action="store_false",
+        help="do not write <cube>.stats.csv (per-time-step valid/cloud fractions, band means)",
+    )
+    p.add_argument(
+        "--quicklook",
+        choices=["none", "gif", "png"],
+        default="none",
+        help="write a true-colour time-lapse <cube>.quicklook.gif or a PNG grid",
     )
     p.add_argument(
         "--resampling",
@@ -283,6 +373,16 @@ def _request_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "crs": args.crs,
         "max_cloud": args.max_cloud,
         "resampling": args.resampling,
+        "season": args.season,
+        "dates": args.dates,
+        "clip": args.clip,
+        "tile_mode": args.tile_mode,
+        "min_coverage": args.min_coverage,
+        "max_scene_cloud": args.max_scene_cloud,
+        "indices": args.indices,
+        "composites": args.composites,
+        "statistics": args.statistics,
+        "quicklook": args.quicklook,
     }
 
 
@@ -295,30 +395,20 @@ def _option_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_build(
-    kwargs: dict[str, Any],
-    store: str,
-    *,
-    batch_size: int = 8,
-    debug: bool = False,
-    options: dict[str, Any] | None = None,
-):
-    """Validate, pre-check the store, then run the build flow with a progress display."""
-    from stac2cube.radiometry import ProcessingOptions
-    from stac2cube.request import make_request
+def run_build(params: dict[str, Any], *, debug: bool = False) -> dict[str, Any]:
+    """Validate, pre-check the stores, then run the build flow with a progress display.
+
+    ``params`` are :func:`~stac2cube.flows.build.get_stac_layers` keyword arguments.
+    """
+    from stac2cube.flows.build import resolve_requests
     from stac2cube.store import check_compatible, read_state
 
-    options = {k: v for k, v in (options or {}).items() if v is not None}
-    processing = ProcessingOptions.from_record(options)
+    params = _json_ready(params)
     # bad input fails here, before anything is touched
-    request = make_request(**kwargs, options=processing)
-    if batch_size < 1:
-        from stac2cube.errors import InvalidRequestError
-
-        raise InvalidRequestError(f"batch size must be >= 1, got {batch_size}")
-    state = read_state(store)
-    if state is not None:
-        check_compatible(state, request.describe())
+    for request, store in resolve_requests(params).values():
+        state = read_state(store)
+        if state is not None:
+            check_compatible(state, request.describe())
 
     from stac2cube._progress import TerminalProgress
     from stac2cube.flows.build import get_stac_layers
@@ -326,7 +416,45 @@ def run_build(
     if not debug:
         _quiet_tracebacks()
     with TerminalProgress("reading and writing pixels"):
-        return get_stac_layers(store=store, batch_size=batch_size, **_json_ready(kwargs), **options)
+        return get_stac_layers(**params)
+
+
+def build_params(args: argparse.Namespace) -> dict[str, Any]:
+    """``get_stac_layers`` parameters from ``stac2cube build`` arguments (or --settings)."""
+    from stac2cube.errors import InvalidRequestError
+
+    if args.settings:
+        from stac2cube.settings import read_settings
+
+        params = read_settings(args.settings)
+        for name in ("store", "start", "end"):
+            if getattr(args, name) is not None:
+                params[name] = getattr(args, name)
+        params["batch_size"] = args.batch_size
+        return params
+    missing = [
+        flag
+        for flag, value in (
+            ("--mission", args.mission),
+            ("--bbox or --aoi", args.bbox or args.aoi),
+            ("--start or --dates", args.start or args.dates),
+            ("--store", args.store or args.per_feature),
+        )
+        if not value
+    ]
+    if missing:
+        raise InvalidRequestError(
+            f"build needs {', '.join(missing)} (or --settings FILE from an earlier build)"
+        )
+    params = {**_request_kwargs(args), **_option_kwargs(args)}
+    params = {k: v for k, v in params.items() if v is not None}
+    params.update(
+        store=args.store or "{name}.icechunk",
+        batch_size=args.batch_size,
+        per_feature=args.per_feature,
+        name_field=args.name_field,
+    )
+    return params
 
 
 def _json_ready(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -349,15 +477,14 @@ def _print_summary(store: str, summary: dict[str, Any]) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    params = build_params(args)
     with _runner_context(args):
-        summary = run_build(
-            _request_kwargs(args),
-            args.store,
-            batch_size=args.batch_size,
-            debug=args.debug,
-            options=_option_kwargs(args),
-        )
-    _print_summary(args.store, summary)
+        summary = run_build(params, debug=args.debug)
+    if "cubes" in summary:  # --per-feature
+        for cube in summary["cubes"].values():
+            _print_summary(cube["store"], cube)
+    else:
+        _print_summary(params["store"], summary)
     return 0
 
 
@@ -502,8 +629,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "crs": None,
             "max_cloud": 100.0,
             "resampling": "nearest",
+            "indices": ["NDVI"],
+            "store": str(store),
         }
-        run_build(kwargs, str(store), debug=args.debug)
+        run_build(kwargs, debug=args.debug)
     print(format_info(cube_info(store)))
     return 0
 

@@ -33,3 +33,7 @@ class ReadError(Stac2CubeError):
 
 class StoreError(Stac2CubeError):
     """The cube store is missing, not a stac2cube cube, or busy."""
+
+
+class BuildError(Stac2CubeError):
+    """A build failed after validation (a write, or the files beside a committed cube)."""

@@ -8,6 +8,7 @@ read or written for a request that cannot succeed.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from stac2cube.radiometry import ProcessingOptions
 
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "average")
 TILE_MODES = ("mosaic", "separate")
+QUICKLOOK_FORMATS = (None, "gif", "png")
 MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 #: meteorological seasons by their usual letters
 SEASON_NAMES = {"DJF": (12, 1, 2), "MAM": (3, 4, 5), "JJA": (6, 7, 8), "SON": (9, 10, 11)}
@@ -57,6 +59,9 @@ class CubeRequest:
     min_coverage: float = 0.0
     max_scene_cloud: float = 100.0
     indices: tuple[str, ...] = ()
+    composites: tuple[str, ...] = ()
+    statistics: bool = True
+    quicklook: str | None = None
 
     @property
     def datetime_range(self) -> str:
@@ -102,6 +107,9 @@ class CubeRequest:
             "min_coverage": self.min_coverage,
             "max_scene_cloud": self.max_scene_cloud,
             "indices": list(self.indices),
+            "composites": list(self.composites),
+            "statistics": self.statistics,
+            "quicklook": self.quicklook,
         }
 
 
@@ -142,11 +150,11 @@ def search_windows(
 
 
 def parse_season(season: str | Sequence[int] | None) -> tuple[int, ...]:
-    """Months of a season: ``"6-8"``, ``"12-2"`` (wraps the new year), ``"JJA"``, ``"jun-aug"``
-    or a list of month numbers; empty for None.
+    """Months of a season: ``"6-8"``, ``"12-2"`` (wraps the new year), ``"JJA"``, ``"jun-aug"``,
+    ``"4,5,9"`` or a list of month numbers; empty for None.
 
-    >>> parse_season("11-2"), parse_season("JJA"), parse_season([3, 4])
-    ((11, 12, 1, 2), (6, 7, 8), (3, 4))
+    >>> parse_season("11-2"), parse_season("JJA"), parse_season([3, 4]), parse_season("4,5,9")
+    ((11, 12, 1, 2), (6, 7, 8), (3, 4), (4, 5, 9))
     """
     if season is None or season == "" or season == []:
         return ()
@@ -154,6 +162,8 @@ def parse_season(season: str | Sequence[int] | None) -> tuple[int, ...]:
         text = season.strip().upper()
         if text in SEASON_NAMES:
             return SEASON_NAMES[text]
+        if "," in text:
+            return parse_season([p for p in text.split(",") if p.strip()])
         parts = [p.strip() for p in text.split("-")]
         if len(parts) != 2:
             raise InvalidRequestError(
@@ -168,8 +178,9 @@ def parse_season(season: str | Sequence[int] | None) -> tuple[int, ...]:
 
 def _month(value: Any, season: Any) -> int:
     text = str(value).strip().upper()
-    if text[:3] in MONTH_NAMES and not text.isdigit():
-        return MONTH_NAMES.index(text[:3]) + 1
+    for k, name in enumerate(MONTH_NAMES):
+        if text == name or text == calendar.month_name[k + 1].upper():
+            return k + 1
     try:
         month = int(text)
     except ValueError:
@@ -230,7 +241,7 @@ def parse_date(value: str | dt.date | None, name: str) -> dt.date | None:
 def make_request(
     *,
     mission: str,
-    start: str | dt.date,
+    start: str | dt.date | None = None,
     end: str | dt.date | None = None,
     bbox: Sequence[float] | None = None,
     aoi: str | Path | Mapping[str, Any] | None = None,
@@ -250,6 +261,9 @@ def make_request(
     min_coverage: float = 0.0,
     max_scene_cloud: float = 100.0,
     indices: Sequence[str] | None = None,
+    composites: Sequence[str] | None = None,
+    statistics: bool = True,
+    quicklook: str | None = None,
 ) -> CubeRequest:
     """Validate user input into a :class:`CubeRequest`.
 
@@ -313,6 +327,15 @@ def make_request(
         from stac2cube.indices import resolve_indices
 
         index_names = resolve_indices(spec, indices)
+    composite_specs: tuple[str, ...] = ()
+    if composites:
+        from stac2cube.composites import parse_composites
+
+        composite_specs = parse_composites(composites)
+    if quicklook in ("", "none"):
+        quicklook = None
+    if quicklook not in QUICKLOOK_FORMATS:
+        raise InvalidRequestError(f"quicklook must be gif, png or none; got {quicklook!r}")
 
     try:
         res = float(resolution)
@@ -359,4 +382,7 @@ def make_request(
         min_coverage=coverage,
         max_scene_cloud=scene_cloud,
         indices=index_names,
+        composites=composite_specs,
+        statistics=bool(statistics),
+        quicklook=quicklook,
     )

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from stac2cube.items import item_datetime, processing_rank, scene_key
+from stac2cube.items import item_datetime, processing_rank, scene_key, tile_id
 
 
 def deduplicate(items: Iterable[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
@@ -66,6 +66,12 @@ class TimeStep:
     def item_ids(self) -> tuple[str, ...]:
         return tuple(i["id"] for i in self.items)
 
+    @property
+    def key(self) -> str:
+        """What identifies the step across runs: its solar day, and its tile when kept apart."""
+        day = self.solar_day.isoformat()
+        return day if self.tile is None else f"{day}/{self.tile}"
+
 
 def group_by_solar_day(items: Iterable[dict[str, Any]]) -> list[TimeStep]:
     """One :class:`TimeStep` per solar day, sorted by time.
@@ -84,13 +90,46 @@ def group_by_solar_day(items: Iterable[dict[str, Any]]) -> list[TimeStep]:
     return sorted(steps, key=lambda s: s.time)
 
 
+def group_by_solar_day_and_tile(items: Iterable[dict[str, Any]]) -> list[TimeStep]:
+    """One :class:`TimeStep` per solar day and tile (``tile_mode="separate"``), sorted by time.
+
+    Each step's timestamp is its tile's acquisition time. Catalogs that stamp every tile of a
+    datastrip with the datastrip's start (Planetary Computer) would give several steps the same
+    timestamp; those are spread one second apart in tile order, so time stays a unique index
+    (the exact acquisition times are kept in the ``datetimes`` coordinate).
+    """
+    groups: dict[tuple[dt.date, str], list[dict]] = {}
+    for item in items:
+        groups.setdefault((solar_day(item), tile_id(item)), []).append(item)
+    steps = []
+    for (day, tile), members in groups.items():
+        members.sort(key=lambda i: (item_datetime(i), i["id"]))
+        t0 = min(item_datetime(i) for i in members).replace(microsecond=0, tzinfo=None)
+        steps.append(TimeStep(t0, day, tuple(members), tile=tile))
+    steps.sort(key=lambda s: (s.time, s.tile))
+    spread: list[TimeStep] = []
+    for step in steps:
+        if spread and step.time <= spread[-1].time:
+            step = replace(step, time=spread[-1].time + dt.timedelta(seconds=1))
+        spread.append(step)
+    return spread
+
+
+def group_steps(items: Iterable[dict[str, Any]], tile_mode: str = "mosaic") -> list[TimeStep]:
+    """Time steps of de-duplicated ``items``: per solar day (``mosaic``, tiles mosaicked) or
+    per solar day and tile (``separate``)."""
+    if tile_mode == "separate":
+        return group_by_solar_day_and_tile(items)
+    return group_by_solar_day(items)
+
+
 @task(name="group", cache_policy=NO_CACHE)
-def group_task(items: list[dict[str, Any]]) -> list[TimeStep]:
-    """Prefect task: :func:`deduplicate` then :func:`group_by_solar_day`."""
+def group_task(items: list[dict[str, Any]], tile_mode: str = "mosaic") -> list[TimeStep]:
+    """Prefect task: :func:`deduplicate` then :func:`group_steps`."""
     from prefect import get_run_logger
 
     kept, dropped = deduplicate(items)
-    steps = group_by_solar_day(kept)
+    steps = group_steps(kept, tile_mode)
     get_run_logger().info(
         "%d scenes -> %d after de-duplication (%d older processings dropped) -> %d time steps",
         len(items),

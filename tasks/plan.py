@@ -32,6 +32,8 @@ def processing_stamp(item: dict[str, Any]) -> list:
 def stamp_ledger(entries: Sequence[dict[str, Any]], steps: Sequence[TimeStep]) -> None:
     """Record each item's processing stamp in its ledger entry (in place)."""
     for entry, step in zip(entries, steps, strict=True):
+        if step.tile is not None:
+            entry["tile"] = step.tile
         for record, item in zip(entry["items"], step.items, strict=True):
             record["processing_stamp"] = processing_stamp(item)
 
@@ -55,16 +57,22 @@ class Plan:
         return not self.add and not self.replace
 
 
+def ledger_key(entry: dict[str, Any]) -> str:
+    """:attr:`TimeStep.key` of a ledger entry."""
+    tile = entry.get("tile")
+    return entry["solar_day"] if tile is None else f"{entry['solar_day']}/{tile}"
+
+
 def plan_changes(steps: Sequence[TimeStep], ledger: Sequence[dict[str, Any]]) -> Plan:
     """Split ``steps`` into additions, replacements and unchanged steps against ``ledger``.
 
     A replaced step keeps the cube's timestamp for that solar day only if it is unchanged; the
     new step's own timestamp is used (``replaced_times`` maps new -> old time).
     """
-    by_day = {entry["solar_day"]: entry for entry in ledger}
+    by_key = {ledger_key(entry): entry for entry in ledger}
     add, replace, unchanged, replaced = [], [], 0, {}
     for step in steps:
-        entry = by_day.get(step.solar_day.isoformat())
+        entry = by_key.get(step.key)
         if entry is None:
             add.append(step)
             continue

@@ -123,8 +123,7 @@ def search_items(
             found = list(client.search(**params).items_as_dicts())
         except Exception as exc:
             raise CatalogError(
-                f"search on catalog {url} (collection {request.collection}) failed: "
-                f"{_reason(exc)}"
+                f"search on catalog {url} (collection {request.collection}) failed: {_reason(exc)}"
             ) from exc
         for item in found:
             key = (item.get("collection", ""), item["id"])
