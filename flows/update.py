@@ -10,7 +10,7 @@ from prefect import flow
 from stac2cube._log import get_logger
 from stac2cube.errors import InvalidRequestError, StoreError
 from stac2cube.flows.build import get_stac_layers
-from stac2cube.settings import build_parameters
+from stac2cube.settings import build_parameters, read_settings
 from stac2cube.store import read_state
 
 
@@ -85,4 +85,40 @@ def update_cube(
                 "time_steps": len(state.ledger),
                 "scenes": 0,
             }
+    return get_stac_layers(**params)
+
+
+@flow(name="cube-from-settings")
+def cube_from_settings(
+    settings: str,
+    end: dt.date | None = None,
+    lookback_days: int = 30,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Create the cube a settings file describes, or extend it when it exists.
+
+    The file is the ``<cube>.settings.json`` every build writes beside its cube (see
+    :mod:`stac2cube.settings`). Without a cube at its ``store`` the build runs from its
+    ``start`` up to ``end``; with one, :func:`update_cube` extends it from the cube's own
+    recorded state (which wins over the file). So one schedule or SLURM job script needs nothing
+    but the settings path, from the first night on.
+
+    Args:
+        settings: Path of a ``<cube>.settings.json`` file.
+        end: Last day to include (UTC); empty means today.
+        lookback_days: For an existing cube: search this many days before its last time step.
+        batch_size: Time steps read and written at a time.
+
+    Returns:
+        The summary of :func:`~stac2cube.flows.build.get_stac_layers`.
+
+    Example:
+        >>> from stac2cube.flows.update import cube_from_settings
+        >>> cube_from_settings("/data/cubes/munich.settings.json")  # doctest: +SKIP
+    """
+    params = read_settings(settings)
+    store = params["store"]
+    if read_state(store) is not None:
+        return update_cube(store=store, end=end, lookback_days=lookback_days, batch_size=batch_size)
+    params.update(end=end, batch_size=batch_size)
     return get_stac_layers(**params)

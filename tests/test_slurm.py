@@ -287,3 +287,39 @@ def test_sbatch_outside_activation_needs_slurm_conf(slurm):
         ["squeue"], env={**env, "PATH": slurm.env()["PATH"]}, capture_output=True, text=True
     )
     assert out.returncode != 0
+
+
+@pytest.mark.integration
+def test_slurm_job_rebuilds_a_cube_from_its_settings_file(slurm, stac_url, tmp_path):
+    """The settings JSON beside a cube is all a batch job script needs."""
+    import shutil
+
+    from prefect.settings import PREFECT_API_URL
+
+    from stac2cube import get_stac_layers, open_cube
+    from stac2cube.settings import sidecar_path
+    from stac2cube.testing.synthetic import demo_bbox
+
+    store = tmp_path / "job.icechunk"
+    get_stac_layers(
+        mission="sentinel-2-l2a", bbox=list(demo_bbox()), start="2024-01-01", end="2024-01-12",
+        catalog=stac_url, collection="sentinel-2-c1-l2a", bands=["B04"], store=str(store),
+    )  # fmt: skip
+    want = open_cube(store).load()
+    shutil.rmtree(store)
+    out = tmp_path / "job.out"
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        f"export PREFECT_API_URL={PREFECT_API_URL.value()}\n"
+        f"{sys.executable} -m stac2cube.cli build --runner local "
+        f"--settings {sidecar_path(store, '.settings.json')}\n"
+    )
+    sub = slurm.run("sbatch", "--parsable", "-o", str(out), str(script))
+    assert sub.returncode == 0, sub.stderr
+    _wait_no_jobs(slurm, timeout=300)
+    text = out.read_text()
+    assert "+2 time steps" in text, text
+    got = open_cube(store).load()
+    assert list(got.time.values) == list(want.time.values)
+    np.testing.assert_array_equal(got.B04.values, want.B04.values)
