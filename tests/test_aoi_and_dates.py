@@ -429,3 +429,35 @@ def test_separate_tile_mode_keeps_each_tile_as_a_step(stac_url, synthetic_catalo
         np.isnan(ds.B04.values[0][:, strip]).all()
         and not np.isnan(ds.B04.values[1][:, strip]).any()
     )
+
+
+@pytest.mark.integration
+def test_coverage_and_cloud_filters_drop_the_steps_the_pixels_say(stac_url, tmp_path):
+    bbox = list(demo_bbox())
+    build(stac_url, tmp_path / "all.icechunk", bbox=bbox, end="2024-01-31")
+    ds = open_cube(tmp_path / "all.icechunk").load()
+    # independent fractions from the stored pixels (the AOI is the whole bbox grid)
+    valid = np.isfinite(ds.B04.values)
+    valid_fraction = valid.mean(axis=(1, 2))
+    cloudy = np.isin(ds.SCL.values, [1, 3, 8, 9, 10]) & valid
+    cloud_fraction = cloudy.sum(axis=(1, 2)) / np.maximum(valid.sum(axis=(1, 2)), 1)
+    keep = (valid_fraction >= 0.95) & ~(cloud_fraction * 100 > 50)
+    assert (valid_fraction < 0.95).any() and (cloud_fraction > 0.5).any()  # both filters bite
+    summary = build(
+        stac_url, tmp_path / "f.icechunk", bbox=bbox, end="2024-01-31", min_coverage=0.95,
+        max_scene_cloud=50,
+    )  # fmt: skip
+    kept = open_cube(tmp_path / "f.icechunk")
+    assert list(kept.time.values) == list(ds.time.values[keep])
+    assert summary["filtered_time_steps"] == int((~keep).sum())
+    np.testing.assert_allclose(kept.valid_fraction.values, valid_fraction[keep], atol=1e-6)
+
+
+@pytest.mark.integration
+def test_every_step_filtered_out_of_a_new_cube_writes_nothing(stac_url, tmp_path):
+    with pytest.raises(EmptySearchError, match="no time step passed the filters"):
+        build(
+            stac_url, tmp_path / "none.icechunk", bbox=list(demo_bbox()), start=None, end=None,
+            dates=["2024-01-15"], max_scene_cloud=10,
+        )  # fmt: skip
+    assert not (tmp_path / "none.icechunk").exists() and not list(tmp_path.glob(".*partial*"))
