@@ -79,14 +79,28 @@ def options_of(request: CubeRequest, options: ProcessingOptions | None) -> Proce
 
 
 def bands_to_load(request: CubeRequest, options: ProcessingOptions | None = None) -> list[BandSpec]:
-    """The request's bands plus the QA band cloud masking needs (read, not written)."""
+    """The request's bands, the bands its indices read, and the mission's QA band (SCL,
+    QA_PIXEL); the extra bands are read, not written.
+
+    The QA band serves cloud masking and the scene-cloud filter (then every item must have
+    it) and the per-step cloud fraction (then it is optional: an item without it reads as
+    nodata).
+    """
+    from dataclasses import replace
+
+    from stac2cube.indices import index_bands
+
     options = options_of(request, options)
     bands = list(request.bands)
     mission = request.mission
-    if options.mask_clouds and mission.qa_band:
+    for band in index_bands(mission, getattr(request, "indices", ())):
+        if band not in bands:
+            bands.append(band)
+    if mission.qa_band:
         qa = mission.band(mission.qa_band)
+        needed = options.mask_clouds or getattr(request, "max_scene_cloud", 100.0) < 100
         if qa not in bands:
-            bands.append(qa)
+            bands.append(qa if needed else replace(qa, optional=True))
     return bands
 
 

@@ -22,6 +22,34 @@ S1 linear           gamma0, NaN nodata          float32, _FillValue NaN
 DEM elevation       metres, NaN nodata          float32, _FillValue NaN
 ==================  ==========================  =========================================================
 
+Per time step, besides ``n_scenes``, ``item_ids``, ``radiometry_rule`` and ``processing_baseline``,
+these coordinates describe the scenes (several scenes of a step: comma-joined distinct strings,
+means of numbers; NaN or empty where the items do not say):
+
+======================  ======================================================================
+``datetimes``           acquisition datetimes (UTC, ISO) of the step's scenes
+``platform``            ``sentinel-2a``, ``landsat-9``, ...
+``relative_orbit``      ``sat:relative_orbit``; Sentinel-2 ``R065`` of the product name;
+                        Landsat WRS-2 path
+``orbit_state``         ``ascending``/``descending`` (``sat:orbit_state``, Sentinel-1)
+``sun_elevation``       degrees (``view:sun_elevation``, or 90 - ``s2:mean_solar_zenith``)
+``sun_azimuth``         degrees (``view:sun_azimuth`` or ``s2:mean_solar_azimuth``)
+``view_angle``          degrees (``view:incidence_angle``, else ``view:off_nadir``)
+``eo_cloud_cover``      the catalog's whole-scene cloud cover, percent
+``valid_fraction``      share of the area's pixels (inside the AOI polygon, else the grid)
+                        where the step has data (first requested band)
+``cloud_fraction``      share of those valid pixels the QA layer flags as cloud (SCL classes
+                        or QA_PIXEL flags of the processing options); NaN without QA.
+                        With cloud masking, masked pixels are not valid, so this is what
+                        the mask left
+``tile``                the step's tile (``tile_mode="separate"`` only)
+======================  ======================================================================
+
+``valid_fraction`` and ``cloud_fraction`` are lazy: written with the pixels, or computed first
+when a coverage or scene-cloud filter needs them. Requested spectral indices
+(:mod:`stac2cube.indices`) are computed from the mosaicked physical values and stored like bands;
+with ``clip`` every variable is nodata outside the AOI polygon.
+
 Static products (the DEM) become a single time step at :data:`STATIC_TIME` (1970-01-01T00:00:00,
 the Unix epoch: a fixed sentinel, not an acquisition time), mosaicking every tile; the
 variables carry the attribute ``static = 1``. A fixed time keeps the store's time-based
@@ -32,6 +60,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +72,7 @@ from prefect.cache_policies import NO_CACHE
 from pyproj import CRS
 
 from stac2cube.grid import Grid
+from stac2cube.indices import INDICES, compute_index
 from stac2cube.items import item_datetime
 from stac2cube.missions import BandSpec, MissionSpec
 from stac2cube.radiometry import (
@@ -324,6 +354,143 @@ def _attrs(mission: MissionSpec, band: BandSpec, options: ProcessingOptions) -> 
     return attrs
 
 
+def _aoi_mask(request: CubeRequest, raw: dict[str, xr.DataArray]) -> xr.DataArray:
+    """``(y, x)`` boolean DataArray: pixel centres inside the request's AOI polygon."""
+    from stac2cube.aoi import polygon_mask
+
+    stack = next(iter(raw.values()))
+    mask = polygon_mask(request.grid, request.intersects)
+    return xr.DataArray(mask, dims=("y", "x"), coords={"y": stack.y, "x": stack.x})
+
+
+def _clipped(var: xr.DataArray, inside: xr.DataArray, nodata: float, kind: str) -> xr.DataArray:
+    """``var`` with pixels outside the AOI set to nodata (NaN, or the band's integer nodata)."""
+    if kind in ("classification", "bitfield"):
+        return var.where(inside, var.dtype.type(nodata)).astype(var.dtype)
+    return var.where(inside)
+
+
+def _valid_layer(mission: MissionSpec, mosaics: dict[str, xr.DataArray], request) -> xr.DataArray:
+    """Where a step has data: the first requested band that is not a QA layer (else any)."""
+    order = [b for b in request.bands if b.kind not in ("classification", "bitfield")]
+    order += [mission.band(n) for n in mosaics if mission.band(n) not in order]
+    band = order[0]
+    var = mosaics[band.name]
+    if band.kind in ("classification", "bitfield"):
+        return var != mission.band_nodata(band)
+    return var.notnull()
+
+
+def step_fractions(
+    request: CubeRequest,
+    mosaics: dict[str, xr.DataArray],
+    inside: xr.DataArray | None,
+    options: ProcessingOptions,
+) -> dict[str, tuple[str, Any]]:
+    """Lazy per-step ``valid_fraction`` and ``cloud_fraction`` coordinates (see the module docs).
+
+    ``valid_fraction``: the share of the area's pixels (inside the AOI polygon, else the whole
+    grid) where the step has data. ``cloud_fraction``: of those valid pixels that have a QA
+    value, the share the step's QA layer flags as cloud (SCL in ``options.scl_classes``;
+    QA_PIXEL bits of ``options.qa_flags``); NaN without a QA band or such pixels.
+    """
+    mission = request.mission
+    valid = _valid_layer(mission, mosaics, request)
+    if inside is not None:
+        valid = valid & inside
+        area = float(inside.sum()) or np.nan
+    else:
+        area = float(valid.sizes["y"] * valid.sizes["x"])
+    n_valid = valid.sum(("y", "x"))
+    out: dict[str, tuple[str, Any]] = {
+        "valid_fraction": ("time", (n_valid / area).astype("float32").data)
+    }
+    qa_name = mission.qa_band
+    if qa_name and qa_name in mosaics:
+        qa = mosaics[qa_name]
+        if mission.band(qa_name).kind == "classification":
+            cloud = qa.isin(list(options.scl_classes))
+        else:
+            cloud = (qa & np.uint16(options.qa_mask_bits)) != 0
+        judged = valid & (qa != mission.band_nodata(mission.band(qa_name)))
+        n_judged = judged.sum(("y", "x"))
+        n_cloud = (cloud & judged).sum(("y", "x"))
+        fraction = (n_cloud / n_judged.where(n_judged > 0)).astype("float32")
+        out["cloud_fraction"] = ("time", fraction.data)
+    else:
+        out["cloud_fraction"] = ("time", np.full(valid.sizes["time"], np.nan, "float32"))
+    return out
+
+
+_ORBIT_IN_NAME = re.compile(r"_R(\d{3})_")
+
+
+def relative_orbit(item: dict[str, Any]) -> str | None:
+    """Relative orbit (track) of an item: ``sat:relative_orbit``, the ``R065`` of a Sentinel-2
+    product name, or the WRS-2 path of Landsat."""
+    props = item.get("properties", {})
+    if props.get("sat:relative_orbit") is not None:
+        return str(int(props["sat:relative_orbit"]))
+    if props.get("landsat:wrs_path") is not None:
+        return str(int(props["landsat:wrs_path"]))
+    for text in (props.get("s2:product_uri"), props.get("s2:granule_id"), item.get("id")):
+        match = _ORBIT_IN_NAME.search(text or "")
+        if match:
+            return str(int(match.group(1)))
+    return None
+
+
+def _angles(item: dict[str, Any]) -> tuple[float, float, float]:
+    """(sun elevation, sun azimuth, view angle) in degrees from ``view:`` or ``s2:`` fields."""
+    p = item.get("properties", {})
+
+    def num(*keys: str) -> float:
+        for key in keys:
+            if p.get(key) is not None:
+                return float(p[key])
+        return math.nan
+
+    elevation = num("view:sun_elevation")
+    if math.isnan(elevation) and p.get("s2:mean_solar_zenith") is not None:
+        elevation = 90.0 - float(p["s2:mean_solar_zenith"])
+    azimuth = num("view:sun_azimuth", "s2:mean_solar_azimuth")
+    view = num("view:incidence_angle", "view:off_nadir")
+    return elevation, azimuth, view
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def scene_coords(steps: Sequence[TimeStep]) -> dict[str, tuple[str, np.ndarray]]:
+    """Per-step scene metadata coordinates (see the module docs) from the items' properties."""
+
+    def joined(fn) -> np.ndarray:
+        return np.array([_joined(fn(i) for i in s.items) for s in steps], object)
+
+    def mean(fn) -> np.ndarray:
+        return np.array([_mean([fn(i) for i in s.items]) for s in steps], "float32")
+
+    def prop(key: str):
+        return lambda i: i.get("properties", {}).get(key)
+
+    cloud = prop("eo:cloud_cover")
+    out = {
+        "datetimes": joined(lambda i: item_datetime(i).isoformat()),
+        "platform": joined(lambda i: (prop("platform")(i) or "").lower() or None),
+        "relative_orbit": joined(relative_orbit),
+        "orbit_state": joined(prop("sat:orbit_state")),
+        "sun_elevation": mean(lambda i: _angles(i)[0]),
+        "sun_azimuth": mean(lambda i: _angles(i)[1]),
+        "view_angle": mean(lambda i: _angles(i)[2]),
+        "eo_cloud_cover": mean(lambda i: math.nan if cloud(i) is None else float(cloud(i))),
+    }
+    if any(s.tile is not None for s in steps):
+        out["tile"] = np.array([s.tile or "" for s in steps], object)
+    return {name: ("time", values) for name, values in out.items()}
+
+
 def build_dataset(
     request: CubeRequest,
     steps: Sequence[TimeStep],
@@ -360,6 +527,8 @@ def build_dataset(
 
     masked = cloud_masks(mission, raw, options)
     wanted = {b.name for b in request.bands}
+    inside = _aoi_mask(request, raw) if request.intersects is not None else None
+    mosaics: dict[str, xr.DataArray] = {}  # every band read, decoded, by name
     variables: dict[str, xr.DataArray] = {}
     for kind, stack in raw.items():
         bands = [mission.band(str(b)) for b in stack.band.values]
@@ -387,9 +556,12 @@ def build_dataset(
                 phys = phys.where(~masked)
             mosaic = mosaic_first_valid(phys, positions)
         for band in bands:
-            if band.name not in wanted:
-                continue  # read for masking only
             var = mosaic.sel(band=band.name, drop=True)
+            if request.clip and inside is not None:
+                var = _clipped(var, inside, mission.band_nodata(band), kind)
+            mosaics[band.name] = var
+            if band.name not in wanted:
+                continue  # read for indices, masking or the cloud fraction only
             var = var.assign_attrs(_attrs(mission, band, options))
             var.encoding = variable_encoding(mission, band, options)
             variables[band.name] = var
@@ -407,6 +579,12 @@ def build_dataset(
     for name, var in variables.items():  # derived layers (qa_* masks) after the bands
         if name not in ds:
             ds[name] = var
+    for name in getattr(request, "indices", ()):
+        index = compute_index(name, mission, mosaics, sar_scale=options.sar_scale)
+        index = index.assign_attrs(grid_mapping="spatial_ref")
+        index.encoding = INDICES[name].encoding
+        ds[name] = index
+    fractions = step_fractions(request, mosaics, inside, options)
     ds = ds.assign_coords(
         time=pd.DatetimeIndex([s.time for s in steps]).astype("datetime64[ns]"),
         spatial_ref=spatial_ref(request.grid),
@@ -417,6 +595,8 @@ def build_dataset(
             "time",
             np.array([_joined(r.baseline for r in sr) for sr in rads], object),
         ),
+        **fractions,
+        **scene_coords(steps),
     )
     warnings = [w for r in flat for w in r.warnings]
     if warnings:
