@@ -165,6 +165,8 @@ def parse_season(season: str | Sequence[int] | None) -> tuple[int, ...]:
         if "," in text:
             return parse_season([p for p in text.split(",") if p.strip()])
         parts = [p.strip() for p in text.split("-")]
+        if len(parts) == 1:
+            return (_month(parts[0], season),)
         if len(parts) != 2:
             raise InvalidRequestError(
                 f"season must be months FROM-TO such as 6-8 or 12-2, or DJF/MAM/JJA/SON; "
