@@ -217,19 +217,18 @@ def polygon_mask(grid: Grid, geometry: Mapping[str, Any]) -> np.ndarray:
         >>> m.shape == g.shape, bool(m.any()), bool(m.all())
         (True, True, False)
     """
+    import shapely
     from pyproj import Transformer
-    from rasterio.features import geometry_mask
-    from rasterio.transform import Affine
-    from shapely.geometry import mapping, shape
+    from shapely.geometry import shape
     from shapely.ops import transform as shapely_transform
 
     to_grid = Transformer.from_crs("EPSG:4326", f"EPSG:{grid.epsg}", always_xy=True)
     projected = shapely_transform(to_grid.transform, shape(geometry))
-    outside = geometry_mask(
-        [mapping(projected)],
-        out_shape=grid.shape,
-        transform=Affine(*grid.transform),
-        all_touched=False,
-        invert=False,
-    )
-    return ~outside
+    shapely.prepare(projected)
+    xs, ys = grid.x, grid.y
+    mask = np.zeros(grid.shape, bool)
+    rows = max(1, 4_000_000 // max(len(xs), 1))  # a few million points at a time
+    for k in range(0, len(ys), rows):
+        yy = ys[k : k + rows]
+        mask[k : k + rows] = shapely.contains_xy(projected, xs[None, :], yy[:, None])
+    return mask
