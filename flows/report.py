@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import base64
-import io
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -161,43 +160,26 @@ def report_markdown(
 
 
 def quicklook_png(ds: xr.Dataset, *, max_size: int = 256) -> bytes | None:
-    """A PNG of the cube's newest time step: true colour (B04, B03, B02) or the first band in grey.
-
-    Each band is stretched from its 2nd to 98th percentile; nodata (NaN) is transparent. Images
-    larger than ``max_size`` pixels a side are subsampled.
+    """A PNG of the cube's newest time step (colours and stretch: :mod:`stac2cube.quicklook`).
 
     Args:
         ds: The decoded cube (:func:`stac2cube.store.open_cube`).
         max_size: Largest side of the picture in pixels.
 
     Returns:
-        PNG bytes, or None for a cube without time steps or bands.
+        PNG bytes, or None for a cube without time steps or bands to show.
     """
-    import numpy as np
-    from PIL import Image
+    from stac2cube.errors import InvalidRequestError
+    from stac2cube.quicklook import channel_limits, png_bytes, rgb_bands, rgba_frame, subsample
 
     if ds.sizes.get("time", 0) == 0:
         return None
-    rgb = [b for b in ("B04", "B03", "B02") if b in ds.data_vars]
-    names = rgb if len(rgb) == 3 else [b for b in ds.data_vars if b != "SCL"][:1]
-    if not names:
+    try:
+        names = rgb_bands(ds)
+    except InvalidRequestError:
         return None
-    step = max(1, -(-max(ds.sizes["y"], ds.sizes["x"]) // max_size))
-    newest = ds[names].isel(time=-1, y=slice(None, None, step), x=slice(None, None, step))
-    layers = [np.asarray(newest[n].values, dtype="float64") for n in names]
-    valid = np.logical_and.reduce([np.isfinite(a) for a in layers])
-    channels = []
-    for a in layers:
-        finite = a[valid]
-        lo, hi = np.percentile(finite, (2, 98)) if finite.size else (0.0, 1.0)
-        scaled = np.clip((a - lo) / ((hi - lo) or 1.0), 0, 1)
-        channels.append(np.where(valid, np.round(scaled * 255), 0).astype("uint8"))
-    if len(channels) == 1:
-        channels = channels * 3
-    alpha = np.where(valid, 255, 0).astype("uint8")
-    buf = io.BytesIO()
-    Image.fromarray(np.dstack([*channels, alpha]), mode="RGBA").save(buf, format="PNG")
-    return buf.getvalue()
+    newest = subsample(ds, max_size).isel(time=[-1]).load()
+    return png_bytes(rgba_frame(newest, 0, names, channel_limits(newest, names)))
 
 
 def percent_done(done: int, total: int) -> float:

@@ -67,3 +67,32 @@ def prefect_harness():
 @pytest.fixture()
 def store_path(tmp_path) -> Path:
     return tmp_path / "cube.icechunk"
+
+
+@pytest.fixture(scope="session")
+def season_api(stac_api, tmp_path_factory):
+    """A collection with one small scene (600 m) in every month of 2019-2021 (tile A); each
+    has its own texture, two of them a nodata strip on their east half."""
+    import datetime as dt
+
+    from stac2cube.testing.synthetic import TILE_A, SceneSpec, make_collection, write_catalog
+
+    root = tmp_path_factory.mktemp("seasons")
+    scenes = [
+        SceneSpec(
+            tile=TILE_A[0],
+            epsg=TILE_A[1],
+            origin=TILE_A[2],
+            datetime=dt.datetime(year, month, 10, 10, 30, 21, tzinfo=dt.UTC),
+            size=60,
+            seed=(year - 2019) * 12 + month,
+            nodata_cols=30 if (year, month) in ((2020, 7), (2021, 1)) else 0,
+            collection="season-s2",
+        )
+        for year in (2019, 2020, 2021)
+        for month in range(1, 13)
+    ]
+    cat = write_catalog(root, scenes, bands=["B02", "B03", "B04", "B08", "SCL"])
+    stac_api.load_collections([make_collection("earth-search-c1", "season-s2", cat.items)])
+    stac_api.load_items(cat.items)
+    return cat

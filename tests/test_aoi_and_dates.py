@@ -23,10 +23,7 @@ from stac2cube.testing.synthetic import (
     TILE_A,
     TILE_C,
     TILE_D,
-    SceneSpec,
     demo_bbox,
-    make_collection,
-    write_catalog,
 )
 
 C1 = "sentinel-2-c1-l2a"
@@ -363,29 +360,6 @@ def test_explicit_dates_keep_only_those_days(stac_url, tmp_path):
     ds = open_cube(tmp_path / "d.icechunk")
     assert [str(t)[:10] for t in ds.time.values] == ["2024-01-05", "2024-01-25"]
     assert summary["time_steps"] == 2
-
-
-@pytest.fixture(scope="module")
-def season_api(stac_api, tmp_path_factory):
-    """A collection with one small scene in every month of 2019-2021 (tile A)."""
-    root = tmp_path_factory.mktemp("seasons")
-    scenes = [
-        SceneSpec(
-            tile=TILE_A[0],
-            epsg=TILE_A[1],
-            origin=TILE_A[2],
-            datetime=dt.datetime(year, month, 10, 10, 30, 21, tzinfo=dt.UTC),
-            size=60,
-            seed=month,
-            collection="season-s2",
-        )
-        for year in (2019, 2020, 2021)
-        for month in range(1, 13)
-    ]
-    cat = write_catalog(root, scenes, bands=["B04", "SCL"])
-    stac_api.load_collections([make_collection("earth-search-c1", "season-s2", cat.items)])
-    stac_api.load_items(cat.items)
-    return cat
 
 
 @pytest.mark.integration

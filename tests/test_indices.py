@@ -8,6 +8,7 @@ import xarray as xr
 from helpers import dn_on_grid, reflectance
 
 from stac2cube import get_stac_layers, open_cube
+from stac2cube.catalogs import PLANETARY_COMPUTER
 from stac2cube.errors import InvalidRequestError
 from stac2cube.indices import INDICES, compute_index, resolve_indices
 from stac2cube.missions import get_mission
@@ -15,6 +16,7 @@ from stac2cube.request import make_request
 from stac2cube.testing.synthetic import demo_bbox
 
 S2 = get_mission("sentinel-2-l2a")
+S1_INDICES = ["VV_VH", "VH_VV", "RVI"]
 ES_KEY = {"B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B08": "nir",
           "B11": "swir16", "B12": "swir22"}  # fmt: skip
 
@@ -107,3 +109,62 @@ def test_every_optical_index_matches_its_formula_on_the_cog_values(stac_url, syn
             np.testing.assert_allclose(got[safe], want[safe], rtol=2e-5, atol=1e-6, err_msg=name)
         assert ds[name].attrs["formula"] == INDICES[name].formula
         assert ds[name].attrs["reference"]
+
+
+@pytest.fixture(scope="module")
+def pc_missions(tmp_path_factory):
+    """Sentinel-1 RTC and Landsat scenes in the Planetary Computer style on a local STAC API:
+    ``(MissionCatalog, CatalogSpec at its URL)``."""
+    from conftest import require
+
+    from stac2cube.testing.pgstac import postgres_available, start_local_stac_api
+    from stac2cube.testing.synthetic_missions import (
+        standard_mission_scenes,
+        write_mission_catalog,
+    )
+
+    require(postgres_available(), "PostgreSQL 15 + PostGIS not installed (run scripts/setup.sh)")
+    scenes, _ = standard_mission_scenes("planetary-computer")
+    keep = [s for s in scenes if s.mission in ("sentinel-1-rtc", "landsat-c2-l2")]
+    cat = write_mission_catalog(tmp_path_factory.mktemp("pc-missions"), "planetary-computer", keep)
+    with start_local_stac_api(collections=cat.collections, items=cat.items) as api:
+        yield cat, PLANETARY_COMPUTER.with_url(api.url)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("scale", ["db", "linear"])
+def test_sar_ratios_in_a_sentinel1_build_match_the_linear_gamma0(pc_missions, monkeypatch, scale):
+    from mission_helpers import expected_step
+    from test_missions_build import request_on, run_pipeline
+
+    from stac2cube.radiometry import ProcessingOptions
+
+    monkeypatch.setenv("PC_SDK_SUBSCRIPTION_KEY", "synthetic-test-key")
+    cat, spec = pc_missions
+    options = ProcessingOptions(sar_scale=scale)
+    request = request_on(spec, "sentinel-1-rtc", bands=["vv"], indices=S1_INDICES,
+                         options=options)  # fmt: skip
+    ds, _, _ = run_pipeline(request, options=options)
+    assert list(ds.data_vars) == ["vv", *S1_INDICES]  # vh read for the ratios only
+    assert ds.sizes["time"] == 2
+    for t in ds.time.values:
+        ids = str(ds.item_ids.sel(time=t).values).split(",")
+        lin = {}
+        for pol in ("vv", "vh"):
+            lin[pol], safe = expected_step(cat, "sentinel-1-rtc", ids, pol, ds.x.values,
+                                           ds.y.values, 32632, sar_scale="linear")  # fmt: skip
+        vv, vh = lin["vv"], lin["vh"]
+        if scale == "db":  # gamma0 0 has no dB: no ratio there either
+            vv, vh = np.where(vv > 0, vv, np.nan), np.where(vh > 0, vh, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            want = {"VV_VH": vv / vh, "VH_VV": vh / vv, "RVI": 4 * vh / (vv + vh)}
+        for name, values in want.items():
+            values = np.where(np.isinf(values), np.nan, values)  # x / 0 -> NaN
+            got = ds[name].sel(time=t).values
+            np.testing.assert_allclose(got[safe], values[safe], rtol=1e-4, equal_nan=True,
+                                       err_msg=f"{name} {scale} at {t}")  # fmt: skip
+            assert np.isfinite(got[safe]).mean() > 0.5, name
+            assert ds[name].encoding["dtype"] == "float32"
+    if scale == "linear":  # the zero rows of the synthetic scenes: vh / vv is NaN, not inf
+        zero = ds.vv.values == 0
+        assert zero.any() and np.isnan(ds.VH_VV.values[zero]).all()

@@ -23,7 +23,7 @@ CLOUD_CLASSES = [1, 3, 8, 9, 10]
 def build(stac_url, store, **kw):
     args = dict(
         mission="sentinel-2-l2a", start="2024-01-01", end="2024-01-31", catalog=stac_url,
-        collection="sentinel-2-c1-l2a", bands=["B04", "SCL"], store=str(store),
+        collection="sentinel-2-c1-l2a", bands=["B04", "SCL"], indices=["NDVI"], store=str(store),
     )  # fmt: skip
     args.update(kw)
     get_stac_layers(**args)
@@ -66,6 +66,9 @@ def test_clip_sets_outside_to_nodata_and_keeps_inside(cubes, diamond):
     np.testing.assert_array_equal(b04[:, mask], plain.B04.values[:, mask])
     assert (clipped.SCL.values[:, outside] == 0).all()  # SCL nodata outside
     np.testing.assert_array_equal(clipped.SCL.values[:, mask], plain.SCL.values[:, mask])
+    ndvi = clipped.NDVI.values  # indices too
+    assert np.isnan(ndvi[:, outside]).all() and np.isfinite(plain.NDVI.values[:, outside]).any()
+    np.testing.assert_array_equal(ndvi[:, mask], plain.NDVI.values[:, mask])
 
 
 def test_fractions_inside_the_polygon_match_the_pixels(cubes, diamond):
@@ -106,3 +109,60 @@ def test_scene_metadata_coordinates_come_from_the_items(cubes, synthetic_catalog
         uris = [p.get("s2:product_uri", "") for p in props]
         assert orbits == {str(int(u.split("_R")[1][:3])) for u in uris if "_R" in u}
     assert "tile" not in plain.coords  # mosaic mode
+
+
+STEP_COORDS = ["n_scenes", "item_ids", "datetimes", "platform", "relative_orbit", "orbit_state",
+               "sun_elevation", "sun_azimuth", "view_angle", "eo_cloud_cover", "valid_fraction",
+               "cloud_fraction"]  # fmt: skip
+
+
+def assert_same_steps(got, want):
+    assert list(got.time.values) == list(want.time.values)
+    for name in STEP_COORDS:
+        np.testing.assert_array_equal(got[name].values, want[name].values, err_msg=name)
+    for name in ("B04", "SCL", "NDVI"):
+        np.testing.assert_array_equal(got[name].values, want[name].values, err_msg=name)
+
+
+def test_appends_and_gap_fills_keep_the_step_coordinates(stac_url, tmp_path, cubes, diamond):
+    plain, _ = cubes
+    assert plain.sizes["time"] == 4  # 01-05, 01-10, 01-15, 01-25
+    ext = tmp_path / "ext.icechunk"
+    build(stac_url, ext, aoi=diamond, end="2024-01-12")
+    assert_same_steps(build(stac_url, ext, aoi=diamond, start="2024-01-13"), plain)
+    gap = tmp_path / "gap.icechunk"
+    build(stac_url, gap, aoi=diamond, start="2024-01-20")
+    build(stac_url, gap, aoi=diamond, end="2024-01-08")  # before everything: steps shift
+    assert_same_steps(build(stac_url, gap, aoi=diamond, start="2024-01-09", end="2024-01-16"),
+                      plain)  # fmt: skip
+    for name in STEP_COORDS:  # long chunks however short the first write was
+        assert open_cube(gap)[name].encoding["chunks"] == (4096,), name
+
+
+def test_build_dataset_computes_nothing_and_tiles_are_coordinates(stac_url, diamond):
+    import dask
+
+    from stac2cube.request import make_request
+    from stac2cube.tasks.group import deduplicate, group_steps
+    from stac2cube.tasks.load import load_raw
+    from stac2cube.tasks.preprocess import build_dataset
+    from stac2cube.tasks.search import search_items
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("build_dataset computed something")
+
+    req = make_request(mission="sentinel-2-l2a", aoi=diamond, start="2024-01-01",
+                       end="2024-01-31", catalog=stac_url, collection="sentinel-2-c1-l2a",
+                       bands=["B04"], indices=["NDVI", "EVI"], clip=True,
+                       tile_mode="separate")  # fmt: skip
+    items, _ = deduplicate(search_items(req))
+    steps = group_steps(items, req.tile_mode)
+    raw = load_raw(req, [i for s in steps for i in s.items])
+    assert "classification" in raw  # SCL read for the cloud fraction, not stored
+    with dask.config.set(scheduler=refuse):
+        ds, _ = build_dataset(req, steps, raw)
+    assert list(ds.data_vars) == ["B04", "NDVI", "EVI"]
+    for name in ("valid_fraction", "cloud_fraction"):
+        assert ds[name].chunks is not None and ds[name].dtype == np.float32, name
+    assert list(ds.tile.values) == [s.tile for s in steps] and all(ds.tile.values)
+    assert ds.NDVI.encoding["dtype"] == "int16" and ds.EVI.encoding["dtype"] == "float32"

@@ -1,0 +1,184 @@
+"""Quicklooks of a cube: true-colour frames, a time-lapse GIF, a PNG grid.
+
+Colours per cube: Sentinel-2 ``B04 B03 B02``, Landsat ``red green blue`` (true colour);
+Sentinel-1 ``vv``, ``vh`` and ``vv - vh`` in dB as red, green, blue (the usual dual-pol false
+colour); otherwise the first continuous variable in grey (the DEM's elevation). Each channel is
+stretched linearly between its 2nd and 98th percentile over the *whole series* (sampled), so
+frames are comparable through time; nodata is black in the GIF and transparent in PNGs.
+
+Example:
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({n: (("time", "y", "x"), np.random.default_rng(0).random((2, 4, 4)))
+    ...                  for n in ("B04", "B03", "B02")})
+    >>> rgb_bands(ds)
+    ['B04', 'B03', 'B02']
+    >>> rgba_frame(ds, 0, rgb_bands(ds), channel_limits(ds, rgb_bands(ds))).shape
+    (4, 4, 4)
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from stac2cube.errors import InvalidRequestError
+
+TRUE_COLOUR = (("B04", "B03", "B02"), ("red", "green", "blue"))
+SAR_FALSE_COLOUR = ("vv", "vh")
+
+
+def rgb_bands(ds: xr.Dataset) -> list[str]:
+    """The variables shown as red, green, blue (one name: grey; see the module docs)."""
+    for names in TRUE_COLOUR:
+        if all(n in ds.data_vars for n in names):
+            return list(names)
+    if all(n in ds.data_vars for n in SAR_FALSE_COLOUR):
+        return ["vv", "vh", "vv-vh"]
+    from stac2cube.stats import continuous_variables
+
+    names = continuous_variables(ds)
+    if not names:
+        raise InvalidRequestError(
+            "the cube has no band a quicklook can show (true colour needs B04 B03 B02 or "
+            "red green blue; otherwise a continuous band)"
+        )
+    return names[:1]
+
+
+def _channel(ds: xr.Dataset, name: str) -> xr.DataArray:
+    if name == "vv-vh":  # dB difference (the cube stores dB by default)
+        return ds["vv"] - ds["vh"]
+    return ds[name]
+
+
+def subsample(ds: xr.Dataset, size: int) -> xr.Dataset:
+    step = max(1, -(-max(ds.sizes["y"], ds.sizes["x"]) // size))
+    return ds.isel(y=slice(None, None, step), x=slice(None, None, step))
+
+
+def channel_limits(
+    ds: xr.Dataset, names: Sequence[str], *, sample_steps: int = 24
+) -> list[tuple[float, float]]:
+    """2nd and 98th percentile of each channel over (up to ``sample_steps``) time steps."""
+    idx = np.unique(np.linspace(0, ds.sizes["time"] - 1, min(sample_steps, ds.sizes["time"])))
+    sample = ds.isel(time=idx.astype(int))
+    limits = []
+    for name in names:
+        values = np.asarray(_channel(sample, name).values, "float64")
+        finite = values[np.isfinite(values)]
+        lo, hi = np.percentile(finite, (2, 98)) if finite.size else (0.0, 1.0)
+        limits.append((float(lo), float(hi) if hi > lo else float(lo) + 1.0))
+    return limits
+
+
+def rgba_frame(
+    ds: xr.Dataset, t: int, names: Sequence[str], limits: Sequence[tuple[float, float]]
+) -> np.ndarray:
+    """``(y, x, 4)`` uint8 RGBA of time step ``t``: stretched channels, alpha 0 where nodata."""
+    layers = [np.asarray(_channel(ds.isel(time=t), n).values, "float64") for n in names]
+    valid = np.logical_and.reduce([np.isfinite(a) for a in layers])
+    channels = []
+    for a, (lo, hi) in zip(layers, limits, strict=True):
+        scaled = np.clip((a - lo) / (hi - lo), 0, 1)
+        channels.append(np.where(valid, np.round(scaled * 255), 0).astype("uint8"))
+    if len(channels) == 1:
+        channels = channels * 3
+    return np.dstack([*channels, np.where(valid, 255, 0).astype("uint8")])
+
+
+def png_bytes(rgba: np.ndarray) -> bytes:
+    """PNG of an RGBA array."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _frames(ds: xr.Dataset, max_frames: int) -> list[int]:
+    n = ds.sizes["time"]
+    return sorted({int(i) for i in np.linspace(0, n - 1, min(n, max_frames))}) if n else []
+
+
+def write_quicklooks(
+    store: str | Path,
+    out: str | Path,
+    *,
+    fmt: str = "gif",
+    max_frames: int = 60,
+    size: int = 512,
+    seconds_per_frame: float = 0.5,
+) -> Path:
+    """Write a time-lapse GIF (``fmt="gif"``) or a PNG grid (``"png"``) of the cube at ``store``.
+
+    Args:
+        store: the cube.
+        out: the file to write.
+        fmt: ``gif`` or ``png``.
+        max_frames: at most this many time steps, evenly spread over the series.
+        size: longest side of a frame in pixels (the cube is subsampled to it).
+        seconds_per_frame: GIF frame duration.
+
+    Returns:
+        ``out``.
+    """
+    from stac2cube.store import open_cube
+
+    if fmt not in ("gif", "png"):
+        raise InvalidRequestError(f"quicklook format must be gif or png, got {fmt!r}")
+    cube = open_cube(store)
+    if cube.sizes.get("time", 0) == 0:
+        raise InvalidRequestError(f"cube {store} has no time steps to show")
+    names = rgb_bands(cube)
+    small = subsample(cube[[n for n in cube.data_vars if n in names or n in ("vv", "vh")]], size)
+    small = small.isel(time=_frames(small, max_frames)).load()
+    limits = channel_limits(small, names)
+    labels = [pd.Timestamp(t).strftime("%Y-%m-%d") for t in small.time.values]
+    frames = [rgba_frame(small, k, names, limits) for k in range(small.sizes["time"])]
+    out = Path(out)
+    if fmt == "gif":
+        _write_gif(frames, labels, out, seconds_per_frame)
+    else:
+        _write_grid(frames, labels, out, title=f"{Path(store).name}: {' '.join(names)}")
+    return out
+
+
+def _write_gif(frames: list[np.ndarray], labels: list[str], out: Path, seconds: float) -> None:
+    from PIL import Image, ImageDraw
+
+    images = []
+    for rgba, label in zip(frames, labels, strict=True):
+        image = Image.fromarray(rgba[..., :3], mode="RGB")
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((0, 0, 8 + 7 * len(label), 14), fill=(0, 0, 0))
+        draw.text((4, 2), label, fill=(255, 255, 255))
+        images.append(image)
+    images[0].save(
+        out, save_all=True, append_images=images[1:], duration=int(seconds * 1000), loop=0
+    )
+
+
+def _write_grid(frames: list[np.ndarray], labels: list[str], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(frames)
+    cols = min(n, 6)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, rgba, label in zip(axes.ravel(), frames, labels, strict=False):
+        ax.imshow(rgba)
+        ax.set_title(label, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
