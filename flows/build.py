@@ -525,27 +525,23 @@ def filter_steps(
     items = [i for s in steps for i in s.items]
     if request.min_coverage <= 0 and request.max_scene_cloud >= 100:
         return ds, entries, items
+    import dask
     import numpy as np
 
-    valid = np.asarray(ds["valid_fraction"].values, "float64")
-    keep = valid >= request.min_coverage
+    # one computation for both (they share the reads); kept so the write does not redo them
+    valid, cloud = dask.compute(ds["valid_fraction"].data, ds["cloud_fraction"].data)
+    ds = ds.assign_coords(valid_fraction=("time", valid), cloud_fraction=("time", cloud))
+    keep = np.asarray(valid, "float64") >= request.min_coverage
     if request.max_scene_cloud < 100:
-        cloud = np.asarray(ds["cloud_fraction"].values, "float64")
-        keep &= ~(cloud * 100 > request.max_scene_cloud)
+        keep &= ~(np.asarray(cloud, "float64") * 100 > request.max_scene_cloud)
     log = get_logger()
-    for entry, v, k, cf in zip(
-        entries,
-        valid,
-        keep,
-        ds["cloud_fraction"].values if "cloud_fraction" in ds else valid,
-        strict=True,
-    ):
+    for entry, v, c, k in zip(entries, valid, cloud, keep, strict=True):
         if not k:
             log.info(
                 "dropping time step %s: valid fraction %.3f, cloud fraction %.3f",
                 entry["time"],
                 v,
-                cf,
+                c,
             )
     positions = [i for i, k in enumerate(keep) if k]
     kept_steps = [steps[i] for i in positions]
