@@ -325,6 +325,84 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--store", default="demo-cube/demo.icechunk", help="cube store path")
     d.add_argument("--data", default="demo-cube/catalog", help="where to write the synthetic COGs")
+
+    a = sub.add_parser(
+        "availability",
+        help="before a build: list the scenes per day and catalog for an area and period "
+        "(tiles, cloud cover, area covered), optionally as CSV and a footprint map",
+        description="Search each catalog once (same input rules and filters as build) and "
+        "print one row per solar day and catalog. With several catalogs, one that cannot be "
+        "searched is shown with its error; a single failing catalog is an error.",
+        epilog="examples:\n"
+        "  stac2cube availability --mission sentinel-2-l2a --bbox 11.50 48.10 11.56 48.14 \\\n"
+        "      --start 2024-06-01 --end 2024-06-30 --catalog earth-search planetary-computer\n"
+        "  stac2cube availability --mission landsat-c2-l2 --aoi field.geojson --start 2023-01-01 \\\n"
+        "      --season JJA --max-cloud 40 --csv scenes.csv --map footprints.png\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument(
+        "--mission",
+        required=True,
+        help="sentinel-2-l2a, sentinel-2-l1c, landsat-c2-l2, sentinel-1-rtc or cop-dem-glo-30",
+    )
+    a_area = a.add_mutually_exclusive_group(required=True)
+    a_area.add_argument(
+        "--bbox",
+        nargs=4,
+        type=float,
+        metavar=("W", "S", "E", "N"),
+        help="area as WGS 84 west south east north (degrees)",
+    )
+    a_area.add_argument(
+        "--aoi",
+        help="area as a vector file (GeoJSON, GeoPackage, Shapefile, KML); all features form "
+        "one area",
+    )
+    a.add_argument(
+        "--start", help="first day, YYYY-MM-DD (UTC, inclusive); default: the first of --dates"
+    )
+    a.add_argument(
+        "--end",
+        help="last day, YYYY-MM-DD (UTC, inclusive); default: today (or the last of --dates)",
+    )
+    a.add_argument(
+        "--catalog",
+        nargs="+",
+        action="extend",
+        metavar="CATALOG",
+        help="catalogs to compare: earth-search (default), planetary-computer, terrabyte, "
+        "auto, or STAC API URLs; several names, or the option repeated",
+    )
+    a.add_argument(
+        "--collection",
+        nargs="+",
+        metavar="COLLECTION",
+        help="collection id for every catalog, or one per --catalog in the same order "
+        "(default: each catalog's collection for the mission)",
+    )
+    a.add_argument(
+        "--max-cloud",
+        type=float,
+        default=100.0,
+        help="count scenes with eo:cloud_cover <= this percent (default 100: all)",
+    )
+    a.add_argument(
+        "--season",
+        help="keep only these months of every year: FROM-TO (6-8, 12-2), DJF/MAM/JJA/SON, "
+        "or a list 4,5,9",
+    )
+    a.add_argument(
+        "--dates",
+        nargs="+",
+        metavar="YYYY-MM-DD",
+        help="keep only scenes acquired on these days (UTC)",
+    )
+    a.add_argument("--csv", metavar="PATH", help="also write the table as CSV to PATH")
+    a.add_argument(
+        "--map",
+        metavar="PNG",
+        help="also draw the scene footprints of each catalog over the area to this PNG",
+    )
     return parser
 
 
@@ -345,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             "history": cmd_history,
             "rollback": cmd_rollback,
             "export": cmd_export,
+            "availability": cmd_availability,
         }
         return commands[args.command](args)
     except Stac2CubeError as exc:
@@ -474,6 +553,11 @@ def _print_summary(store: str, summary: dict[str, Any]) -> None:
         )
     else:
         print(f"{store}: nothing new, {summary['time_steps']} time steps unchanged")
+    if summary.get("filtered_time_steps"):
+        print(f"  {summary['filtered_time_steps']} time steps dropped by the coverage/cloud filters")
+    for kind in ("settings", "statistics", "quicklook"):
+        if summary.get(kind):
+            print(f"  {kind}: {summary[kind]}")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -634,6 +718,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
         }
         run_build(kwargs, debug=args.debug)
     print(format_info(cube_info(store)))
+    return 0
+
+
+def cmd_availability(args: argparse.Namespace) -> int:
+    """Print the scenes per day and catalog; write the CSV and the footprint map on request.
+
+    Runs the pure functions of :mod:`stac2cube.availability` directly (a few searches need no
+    Prefect run); the flow :func:`stac2cube.flows.availability.check_availability` does the
+    same for deployments.
+    """
+    from stac2cube.availability import (
+        check_writable,
+        footprint_map,
+        format_table,
+        search_catalogs,
+        tabulate,
+        write_csv,
+    )
+
+    csv_path = check_writable(args.csv, "--csv")
+    map_path = check_writable(args.map, "--map")
+    search = search_catalogs(
+        args.catalog or ["earth-search"],
+        args.mission,
+        bbox=args.bbox,
+        aoi=args.aoi,
+        start=args.start,
+        end=args.end,
+        collection=args.collection,
+        max_cloud=args.max_cloud,
+        season=args.season,
+        dates=args.dates,
+    )
+    table = tabulate(search)
+    print(format_table(table, title=search.title))
+    if csv_path is not None:
+        write_csv(table, csv_path)
+        print(f"wrote the table to {csv_path}", file=sys.stderr)
+    if map_path is not None:
+        footprint_map(search.items_by_catalog, search.area, map_path, title=search.title)
+        print(f"wrote the footprint map to {map_path}", file=sys.stderr)
     return 0
 
 

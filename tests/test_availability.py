@@ -324,7 +324,10 @@ def test_missions_without_cloud_cover_and_static_products(synthetic_catalog):
     assert dated["cloud_min"].isna().all() and dated["cloud_mean"].isna().all()
     text = format_table(frame)
     line = next(li for li in text.splitlines() if li.startswith("2024-01-15"))
-    assert line.split()[4:6] == ["-", "-"]  # cloud min, cloud mean
+    assert line.split()[5:7] == [
+        "-",
+        "-",
+    ]  # date catalog scenes tiles platforms cloud-min cloud-mean
     assert "b: error: catalog http://b did not answer" in text
 
     static = tabulate(_search(items, static=True))
