@@ -32,7 +32,9 @@ Sentinel-1 ``vv vh``. The DEM has none.
 Storage: indices bounded to [-1, 1] (the normalised differences and NDRE) are ``int16`` with
 ``scale_factor`` 1e-4 and ``_FillValue`` -32768 (exact to 1e-4, half the size of float32);
 SAVI, EVI and the SAR ratios, which are unbounded, are ``float32`` with NaN fill. A zero
-denominator gives NaN.
+denominator gives NaN. Bounded indices are clipped to [-1, 1]: slightly negative reflectance
+(allowed down to -0.1 for Sentinel-2) can otherwise push them outside. With Sentinel-1 in dB,
+gamma0 of 0 has no dB value, so no ratio is computed there (NaN).
 
 Example:
     >>> from stac2cube.missions import get_mission
@@ -245,7 +247,7 @@ def compute_index(
             values = 10.0 ** (values / 10.0)
         inputs.append(values)
     out = spec.function(*inputs)
-    if spec.bounded:  # rounding noise must not leave the storable range
+    if spec.bounded:  # negative reflectance may push it out of [-1, 1] (the stored range)
         out = out.clip(-1.0, 1.0)
     out = out.rename(name).assign_attrs(
         long_name=spec.long_name,

@@ -42,7 +42,7 @@ means of numbers; NaN or empty where the items do not say):
                         or QA_PIXEL flags of the processing options); NaN without QA.
                         With cloud masking, masked pixels are not valid, so this is what
                         the mask left
-``tile``                the step's tile (``tile_mode="separate"`` only)
+``tile``                the step's tile (``tile_mode="separate"`` only; always there then)
 ======================  ======================================================================
 
 ``valid_fraction`` and ``cloud_fraction`` are lazy: written with the pixels, or computed first
@@ -463,8 +463,14 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def scene_coords(steps: Sequence[TimeStep]) -> dict[str, tuple[str, np.ndarray]]:
-    """Per-step scene metadata coordinates (see the module docs) from the items' properties."""
+def scene_coords(
+    steps: Sequence[TimeStep], *, tiles: bool = False
+) -> dict[str, tuple[str, np.ndarray]]:
+    """Per-step scene metadata coordinates (see the module docs) from the items' properties.
+
+    ``tile`` is added when ``tiles`` (a ``tile_mode="separate"`` cube: every batch written to
+    it must have the same coordinates) or when some step has a tile.
+    """
 
     def joined(fn) -> np.ndarray:
         return np.array([_joined(fn(i) for i in s.items) for s in steps], object)
@@ -486,7 +492,7 @@ def scene_coords(steps: Sequence[TimeStep]) -> dict[str, tuple[str, np.ndarray]]
         "view_angle": mean(lambda i: _angles(i)[2]),
         "eo_cloud_cover": mean(lambda i: math.nan if cloud(i) is None else float(cloud(i))),
     }
-    if any(s.tile is not None for s in steps):
+    if tiles or any(s.tile is not None for s in steps):
         out["tile"] = np.array([s.tile or "" for s in steps], object)
     return {name: ("time", values) for name, values in out.items()}
 
@@ -596,7 +602,7 @@ def build_dataset(
             np.array([_joined(r.baseline for r in sr) for sr in rads], object),
         ),
         **fractions,
-        **scene_coords(steps),
+        **scene_coords(steps, tiles=getattr(request, "tile_mode", "mosaic") == "separate"),
     )
     warnings = [w for r in flat for w in r.warnings]
     if warnings:

@@ -111,10 +111,9 @@ def test_every_optical_index_matches_its_formula_on_the_cog_values(stac_url, syn
         assert ds[name].attrs["reference"]
 
 
-@pytest.fixture(scope="module")
-def pc_missions(tmp_path_factory):
+def serve_pc_missions(tmp_path_factory):
     """Sentinel-1 RTC and Landsat scenes in the Planetary Computer style on a local STAC API:
-    ``(MissionCatalog, CatalogSpec at its URL)``."""
+    yields ``(MissionCatalog, CatalogSpec at its URL)``."""
     from conftest import require
 
     from stac2cube.testing.pgstac import postgres_available, start_local_stac_api
@@ -129,6 +128,11 @@ def pc_missions(tmp_path_factory):
     cat = write_mission_catalog(tmp_path_factory.mktemp("pc-missions"), "planetary-computer", keep)
     with start_local_stac_api(collections=cat.collections, items=cat.items) as api:
         yield cat, PLANETARY_COMPUTER.with_url(api.url)
+
+
+@pytest.fixture(scope="module")
+def pc_missions(tmp_path_factory):
+    yield from serve_pc_missions(tmp_path_factory)
 
 
 @pytest.mark.integration

@@ -12,6 +12,7 @@ import pytest
 from pyproj import Transformer
 from shapely.geometry import Point, shape
 from test_aoi_and_dates import inside
+from test_indices import serve_pc_missions
 
 from stac2cube import get_stac_layers, open_cube
 from stac2cube.testing.synthetic import TILE_A
@@ -40,6 +41,11 @@ def centre_mask(ds, geometry) -> tuple[np.ndarray, np.ndarray]:
     mask = np.array([[poly.contains(p) for p in row] for row in points])
     edge = np.array([[poly.exterior.distance(p) < 1.0 for p in row] for row in points])
     return mask, edge
+
+
+@pytest.fixture(scope="module")
+def pc_missions(tmp_path_factory):
+    yield from serve_pc_missions(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +141,10 @@ def test_appends_and_gap_fills_keep_the_step_coordinates(stac_url, tmp_path, cub
     build(stac_url, gap, aoi=diamond, end="2024-01-08")  # before everything: steps shift
     assert_same_steps(build(stac_url, gap, aoi=diamond, start="2024-01-09", end="2024-01-16"),
                       plain)  # fmt: skip
+    raw = open_cube(gap, decode=False)
     for name in STEP_COORDS:  # long chunks however short the first write was
-        assert open_cube(gap)[name].encoding["chunks"] == (4096,), name
+        assert raw[name].encoding["chunks"] == (4096,), name
+    assert raw.valid_fraction.dtype == raw.cloud_fraction.dtype == np.float32
 
 
 def test_build_dataset_computes_nothing_and_tiles_are_coordinates(stac_url, diamond):
@@ -166,3 +174,59 @@ def test_build_dataset_computes_nothing_and_tiles_are_coordinates(stac_url, diam
         assert ds[name].chunks is not None and ds[name].dtype == np.float32, name
     assert list(ds.tile.values) == [s.tile for s in steps] and all(ds.tile.values)
     assert ds.NDVI.encoding["dtype"] == "int16" and ds.EVI.encoding["dtype"] == "float32"
+
+
+def props_of(cat, ds, t: int) -> list[dict]:
+    return [cat.item(i)["properties"] for i in str(ds.item_ids.values[t]).split(",")]
+
+
+def test_landsat_cloud_fraction_from_qa_pixel_and_metadata(pc_missions, monkeypatch):
+    from mission_helpers import expected_step
+    from test_missions_build import request_on, run_pipeline
+
+    monkeypatch.setenv("PC_SDK_SUBSCRIPTION_KEY", "synthetic-test-key")
+    cat, spec = pc_missions
+    request = request_on(spec, "landsat-c2-l2", bands=["red"], resolution=15)
+    ds, _, _ = run_pipeline(request)
+    assert list(ds.data_vars) == ["red"]  # QA_PIXEL read for the cloud fraction only
+    bits = sum(1 << b for b in (1, 2, 3, 4))  # default flags: dilated cloud, cirrus, cloud, shadow
+    for t in range(ds.sizes["time"]):
+        ids = str(ds.item_ids.values[t]).split(",")
+        args = (ds.x.values, ds.y.values, 32632)
+        red, safe = expected_step(cat, "landsat-c2-l2", ids, "red", *args)
+        qa, _ = expected_step(cat, "landsat-c2-l2", ids, "qa_pixel", *args)
+        assert safe.all()  # 15 m centres never on a 30 m pixel edge
+        qa = qa.astype("uint16")
+        valid = np.isfinite(red)
+        judged = valid & (qa != 1)
+        want_cloud = ((qa & bits) != 0)[judged].mean()
+        assert ds.valid_fraction.values[t] == pytest.approx(valid.mean(), abs=1e-6)
+        assert ds.cloud_fraction.values[t] == pytest.approx(want_cloud, abs=1e-6)
+        props = props_of(cat, ds, t)
+        assert ds.relative_orbit.values[t] == ",".join(
+            dict.fromkeys(str(int(p["landsat:wrs_path"])) for p in props)
+        )
+        assert ds.platform.values[t] == ",".join(dict.fromkeys(p["platform"] for p in props))
+        for coord, key in (("sun_elevation", "view:sun_elevation"),
+                           ("sun_azimuth", "view:sun_azimuth"), ("view_angle", "view:off_nadir"),
+                           ("eo_cloud_cover", "eo:cloud_cover")):  # fmt: skip
+            want = np.mean([p[key] for p in props])
+            assert ds[coord].values[t] == pytest.approx(want, rel=1e-6), coord
+    assert ds.cloud_fraction.values.max() > 0.05  # the cloud band of 2024-01-05
+
+
+def test_sentinel1_orbit_metadata_and_no_cloud_fraction(pc_missions, monkeypatch):
+    from test_missions_build import request_on, run_pipeline
+
+    monkeypatch.setenv("PC_SDK_SUBSCRIPTION_KEY", "synthetic-test-key")
+    cat, spec = pc_missions
+    ds, _, _ = run_pipeline(request_on(spec, "sentinel-1-rtc", bands=["vv"]))
+    for t in range(ds.sizes["time"]):
+        props = props_of(cat, ds, t)
+        assert ds.orbit_state.values[t] == props[0]["sat:orbit_state"]
+        assert ds.relative_orbit.values[t] == str(props[0]["sat:relative_orbit"])
+        assert ds.platform.values[t] == props[0]["platform"].lower()
+        want = np.isfinite(ds.vv.values[t]).mean()
+        assert ds.valid_fraction.values[t] == pytest.approx(want, abs=1e-6)
+    assert np.isnan(ds.cloud_fraction.values).all() and np.isnan(ds.eo_cloud_cover.values).all()
+    assert ds.cloud_fraction.dtype == np.float32
