@@ -483,11 +483,11 @@ def write_plan(
                 len(replaced),
             )
         ledger = merge_ledger(ledger, entries, replaced)
-        if request.composites:
+        record = described_with_range(request, state)
+        if record.get("composites"):  # the cube's and this request's, recomputed on every write
             from stac2cube.composites import write_composites
 
-            write_composites(session, request.composites)
-        record = described_with_range(request, state)
+            write_composites(session, record["composites"])
         snapshot = commit_task(
             session,
             record,
@@ -553,13 +553,18 @@ def filter_steps(
 
 
 def described_with_range(request, state: CubeState | None) -> dict[str, Any]:
-    """The request record to store: the cube's own, with its date range widened."""
+    """The request record to store: the cube's own, with its date range widened and any new
+    composites added."""
     described = request.describe()
     if state is None:
         return described
     record = dict(state.request)
     record["start"] = min(record["start"], described["start"])
     record["end"] = max(record["end"], described["end"])
+    # composites asked for later join the cube's own (all are kept up to date from then on)
+    record["composites"] = list(
+        dict.fromkeys([*(record.get("composites") or []), *described["composites"]])
+    )
     return record
 
 

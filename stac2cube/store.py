@@ -142,7 +142,8 @@ def _load(value: Any) -> Any:
 def check_compatible(state: CubeState, request: dict[str, Any]) -> None:
     """Raise :class:`GridMismatchError` naming every way ``request`` differs from the cube.
 
-    Grid (CRS, resolution, bounds), bands, mission and collection are fixed at creation.
+    Grid (CRS, resolution, bounds), bands, indices, tile mode, mission and collection are fixed
+    at creation: they decide the cube's variables and steps.
     """
     problems = state.grid.differences(Grid.from_attrs(request["grid"]))
     for key in ("mission", "collection"):
@@ -150,6 +151,10 @@ def check_compatible(state: CubeState, request: dict[str, Any]) -> None:
             problems.append(f"{key} {request.get(key)!r} != cube's {state.request.get(key)!r}")
     if list(state.request.get("bands", [])) != list(request.get("bands", [])):
         problems.append(f"bands {request.get('bands')} != cube's {state.request.get('bands')}")
+    for key, default in (("indices", []), ("tile_mode", "mosaic")):  # the variables and steps
+        have, want = state.request.get(key, default), request.get(key, default)
+        if have != want:
+            problems.append(f"{key} {want!r} != cube's {have!r}")
     if problems:
         raise GridMismatchError(
             "request does not match the existing cube: "
