@@ -172,3 +172,21 @@ def test_sar_ratios_in_a_sentinel1_build_match_the_linear_gamma0(pc_missions, mo
     if scale == "linear":  # the zero rows of the synthetic scenes: vh / vv is NaN, not inf
         zero = ds.vv.values == 0
         assert zero.any() and np.isnan(ds.VH_VV.values[zero]).all()
+
+
+@pytest.mark.integration
+def test_extending_with_other_indices_is_refused_and_leaves_the_cube(stac_url, tmp_path):
+    from stac2cube.errors import GridMismatchError
+
+    store = tmp_path / "ndvi.icechunk"
+    args = dict(mission="sentinel-2-l2a", bbox=list(demo_bbox()), start="2024-01-01",
+                catalog=stac_url, collection="sentinel-2-c1-l2a", bands=["B04"],
+                store=str(store), statistics=False)  # fmt: skip
+    get_stac_layers(end="2024-01-06", indices=["NDVI"], **args)
+    before = sorted((p.relative_to(store), p.read_bytes()) for p in store.rglob("*") if p.is_file())
+    with pytest.raises(GridMismatchError, match=r"indices \[\] != cube's \['NDVI'\]"):
+        get_stac_layers(end="2024-01-31", **args)
+    with pytest.raises(GridMismatchError, match="tile_mode 'separate' != cube's 'mosaic'"):
+        get_stac_layers(end="2024-01-31", indices=["NDVI"], tile_mode="separate", **args)
+    after = sorted((p.relative_to(store), p.read_bytes()) for p in store.rglob("*") if p.is_file())
+    assert after == before
