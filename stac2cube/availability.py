@@ -447,44 +447,12 @@ def tabulate(search: AvailabilitySearch) -> pd.DataFrame:
     return frame.astype({"scenes": "int64", "duplicates": "int64"})
 
 
-def scene_table(
-    catalogs: Sequence[str] | str,
-    mission: str,
-    *,
-    bbox: Sequence[float] | None = None,
-    aoi: str | Path | Mapping[str, Any] | None = None,
-    start: str | dt.date | None = None,
-    end: str | dt.date | None = None,
-    collection: str | Sequence[str | None] | None = None,
-    max_cloud: float = 100.0,
-    season: str | Sequence[int] | None = None,
-    dates: Sequence[str | dt.date] | None = None,
-    today: dt.date | None = None,
-    client_factory: Any = None,
-) -> pd.DataFrame:
+def scene_table(catalogs: Sequence[str] | str, mission: str, **kwargs: Any) -> pd.DataFrame:
     """:func:`search_catalogs` then :func:`tabulate`: the scenes per day and catalog.
 
-    Arguments and errors as :func:`search_catalogs`.
+    Keyword arguments and errors as :func:`search_catalogs`.
     """
-    return tabulate(
-        search_catalogs(
-            catalogs,
-            mission,
-            bbox=bbox,
-            aoi=aoi,
-            start=start,
-            end=end,
-            collection=collection,
-            max_cloud=max_cloud,
-            season=season,
-            dates=dates,
-            today=today,
-            client_factory=client_factory,
-        )
-    )
-
-
-# --- text ---------------------------------------------------------------------------------------
+    return tabulate(search_catalogs(catalogs, mission, **kwargs))
 
 
 def _number(value: Any, fmt: str) -> str:

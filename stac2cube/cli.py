@@ -80,19 +80,17 @@ def _runner_context(args: argparse.Namespace):
         yield
 
 
-def _add_request_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--settings",
-        metavar="JSON",
-        help="re-run the build recorded in a cube's settings file (<cube>.settings.json); "
-        "--store, --start, --end and --batch-size given as well override it",
-    )
+def _add_mission_and_area(
+    p: argparse.ArgumentParser, *, required: bool, mission_note: str = "", aoi_note: str = ""
+) -> None:
+    """``--mission`` and one of ``--bbox`` / ``--aoi`` (build and availability)."""
     p.add_argument(
         "--mission",
-        help="sentinel-2-l2a, sentinel-2-l1c, landsat-c2-l2, sentinel-1-rtc or cop-dem-glo-30 "
-        "(required unless --settings)",
+        required=required,
+        help="sentinel-2-l2a, sentinel-2-l1c, landsat-c2-l2, sentinel-1-rtc or cop-dem-glo-30"
+        + mission_note,
     )
-    area = p.add_mutually_exclusive_group()
+    area = p.add_mutually_exclusive_group(required=required)
     area.add_argument(
         "--bbox",
         nargs=4,
@@ -102,8 +100,22 @@ def _add_request_arguments(p: argparse.ArgumentParser) -> None:
     )
     area.add_argument(
         "--aoi",
-        help="area as a vector file (GeoJSON, GeoPackage, Shapefile, KML) of polygons; all "
-        "features form one area unless --per-feature",
+        help="area as a vector file of polygons (GeoJSON, GeoPackage, Shapefile, KML)" + aoi_note,
+    )
+
+
+def _add_request_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--settings",
+        metavar="JSON",
+        help="re-run the build recorded in a cube's settings file (<cube>.settings.json); "
+        "--store, --start, --end and --batch-size given as well override it",
+    )
+    _add_mission_and_area(
+        p,
+        required=False,
+        mission_note=" (required unless --settings)",
+        aoi_note="; all features form one area unless --per-feature",
     )
     p.add_argument(
         "--start", help="first day, YYYY-MM-DD (UTC, inclusive); default: the first of --dates"
@@ -340,24 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         "      --season JJA --max-cloud 40 --csv scenes.csv --map footprints.png\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    a.add_argument(
-        "--mission",
-        required=True,
-        help="sentinel-2-l2a, sentinel-2-l1c, landsat-c2-l2, sentinel-1-rtc or cop-dem-glo-30",
-    )
-    a_area = a.add_mutually_exclusive_group(required=True)
-    a_area.add_argument(
-        "--bbox",
-        nargs=4,
-        type=float,
-        metavar=("W", "S", "E", "N"),
-        help="area as WGS 84 west south east north (degrees)",
-    )
-    a_area.add_argument(
-        "--aoi",
-        help="area as a vector file (GeoJSON, GeoPackage, Shapefile, KML); all features form "
-        "one area",
-    )
+    _add_mission_and_area(a, required=True, aoi_note="; all features form one area")
     a.add_argument(
         "--start", help="first day, YYYY-MM-DD (UTC, inclusive); default: the first of --dates"
     )
@@ -554,7 +549,9 @@ def _print_summary(store: str, summary: dict[str, Any]) -> None:
     else:
         print(f"{store}: nothing new, {summary['time_steps']} time steps unchanged")
     if summary.get("filtered_time_steps"):
-        print(f"  {summary['filtered_time_steps']} time steps dropped by the coverage/cloud filters")
+        print(
+            f"  {summary['filtered_time_steps']} time steps dropped by the coverage/cloud filters"
+        )
     for kind in ("settings", "statistics", "quicklook"):
         if summary.get(kind):
             print(f"  {kind}: {summary[kind]}")
