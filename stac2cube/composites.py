@@ -101,14 +101,37 @@ def period_bounds(
     raise InvalidRequestError(f"unknown period {period!r}; use one of {', '.join(PERIODS)}")
 
 
-def composite(cube: xr.Dataset, stats: Sequence[str], period: str) -> xr.Dataset:
+def composite(cube: xr.Dataset, stat: str | Sequence[str], period: str) -> xr.Dataset:
     """Composites of ``cube`` (decoded) for one period kind: ``<var>_<stat>`` and ``<var>_count``.
 
-    Lazy with a dask-backed cube; each period's time steps are put in one chunk along time.
+    Args:
+        cube: the decoded cube (:func:`stac2cube.store.open_cube`), NaN where there is no
+            observation.
+        stat: ``median``, ``mean``, ``min`` or ``max``, or several of them (computed together,
+            sharing the period grouping and the counts).
+        period: ``all``, ``month``, ``year`` or ``season``.
+
+    Returns:
+        Dims ``(period, y, x)``: ``<var>_<stat>`` (float32, NaN where a pixel has no valid
+        observation in the period) and ``<var>_count`` (uint16) per continuous variable;
+        coordinates ``period`` (start), ``period_end`` (last day), ``spatial_ref``. Lazy with a
+        dask-backed cube (each period's time steps in one chunk along time); nothing is read.
+
+    Raises:
+        InvalidRequestError: unknown stat or period, or a cube without continuous variables.
+        StoreError: a cube without time steps.
     """
+    stats = [stat] if isinstance(stat, str) else list(stat)
+    for s in stats:
+        if s not in STATS:
+            raise InvalidRequestError(f"unknown statistic {s!r}; use one of {', '.join(STATS)}")
+    if period not in PERIODS:
+        raise InvalidRequestError(f"unknown period {period!r}; use one of {', '.join(PERIODS)}")
     names = continuous_variables(cube)
     if not names:
         raise InvalidRequestError("the cube has no continuous variables to composite")
+    if cube.sizes.get("time", 0) == 0:
+        raise StoreError("the cube has no time steps to composite")
     times = pd.DatetimeIndex(cube.time.values)
     starts, ends = period_bounds(times, period)
     parts = []
@@ -140,7 +163,14 @@ def composite(cube: xr.Dataset, stats: Sequence[str], period: str) -> xr.Dataset
         )
     if "spatial_ref" in cube.coords:
         ds = ds.assign_coords(spatial_ref=cube.spatial_ref)
-    ds.attrs["stac2cube:composite_period"] = period
+    ds.attrs.update(
+        {
+            "stac2cube:composite_period": period,
+            "stac2cube:composite_stats": " ".join(stats),
+            "stac2cube:time_steps": int(times.size),
+            "stac2cube:time_range": f"{times.min().isoformat()}/{times.max().isoformat()}",
+        }
+    )
     return ds
 
 
@@ -165,6 +195,8 @@ def write_composites(session, specs: Sequence[str]) -> list[str]:
     import dask
 
     cube = xr.open_zarr(session.store, consolidated=False, chunks={})
+    if cube.sizes.get("time", 0) == 0:
+        return []
     written = []
     with dask.config.set(scheduler="threads"):
         for period, stats in _by_period(specs).items():

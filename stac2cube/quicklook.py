@@ -1,10 +1,12 @@
 """Quicklooks of a cube: true-colour frames, a time-lapse GIF, a PNG grid.
 
 Colours per cube: Sentinel-2 ``B04 B03 B02``, Landsat ``red green blue`` (true colour);
-Sentinel-1 ``vv``, ``vh`` and ``vv - vh`` in dB as red, green, blue (the usual dual-pol false
-colour); otherwise the first continuous variable in grey (the DEM's elevation). Each channel is
-stretched linearly between its 2nd and 98th percentile over the *whole series* (sampled), so
-frames are comparable through time; nodata is black in the GIF and transparent in PNGs.
+Sentinel-1 ``vv``, ``vh`` and their ratio ``vv/vh`` in dB as red, green, blue (the usual
+dual-pol false colour; ``hh hv hh/hv`` likewise; linear gamma0 cubes are shown in dB too);
+otherwise the first continuous variable in grey (the DEM's elevation). Each channel is stretched
+linearly between its 2nd and 98th percentile over the *whole series* (sampled), so frames are
+comparable through time; a pixel where any channel is nodata is black in the GIF and
+:func:`quicklook_rgb`, transparent in PNGs.
 
 Example:
     >>> import numpy as np, xarray as xr
@@ -29,34 +31,61 @@ import xarray as xr
 from stac2cube.errors import InvalidRequestError
 
 TRUE_COLOUR = (("B04", "B03", "B02"), ("red", "green", "blue"))
-SAR_FALSE_COLOUR = ("vv", "vh")
+SAR_FALSE_COLOUR = (("vv", "vh"), ("hh", "hv"))
 
 
 def rgb_bands(ds: xr.Dataset) -> list[str]:
-    """The variables shown as red, green, blue (one name: grey; see the module docs)."""
+    """The channels shown as red, green, blue (one name: grey; see the module docs).
+
+    A channel is a variable name, or ``co/cross`` for the ratio of two SAR polarisations.
+
+    Raises:
+        InvalidRequestError: ``ds`` holds none of the bands a quicklook can show.
+    """
     for names in TRUE_COLOUR:
         if all(n in ds.data_vars for n in names):
             return list(names)
-    if all(n in ds.data_vars for n in SAR_FALSE_COLOUR):
-        return ["vv", "vh", "vv-vh"]
+    for co, cross in SAR_FALSE_COLOUR:
+        if co in ds.data_vars and cross in ds.data_vars:
+            return [co, cross, f"{co}/{cross}"]
     from stac2cube.stats import continuous_variables
 
     names = continuous_variables(ds)
     if not names:
         raise InvalidRequestError(
             "the cube has no band a quicklook can show (true colour needs B04 B03 B02 or "
-            "red green blue; otherwise a continuous band)"
+            "red green blue, SAR false colour vv vh or hh hv; otherwise a continuous band); "
+            f"it holds {', '.join(map(str, ds.data_vars)) or 'no variables'}"
         )
     return names[:1]
 
 
+def source_variables(names: Sequence[str]) -> list[str]:
+    """The cube variables the channels ``names`` are computed from."""
+    return list(dict.fromkeys(v for n in names for v in n.split("/")))
+
+
+_POLARISATIONS = {p for pair in SAR_FALSE_COLOUR for p in pair}
+
+
+def _in_db(var: xr.DataArray) -> xr.DataArray:
+    """SAR backscatter in dB: the cube's default; linear gamma0 (``units = "1"``) is converted."""
+    if var.attrs.get("units") != "1":
+        return var
+    return 10.0 * np.log10(var.where(var > 0))
+
+
 def _channel(ds: xr.Dataset, name: str) -> xr.DataArray:
-    if name == "vv-vh":  # dB difference (the cube stores dB by default)
-        return ds["vv"] - ds["vh"]
+    if "/" in name:  # polarisation ratio: a difference in dB
+        co, cross = name.split("/")
+        return _in_db(ds[co]) - _in_db(ds[cross])
+    if name in _POLARISATIONS:
+        return _in_db(ds[name])
     return ds[name]
 
 
 def subsample(ds: xr.Dataset, size: int) -> xr.Dataset:
+    """Every n-th pixel, so that the longer side has at most ``size`` pixels."""
     step = max(1, -(-max(ds.sizes["y"], ds.sizes["x"]) // size))
     return ds.isel(y=slice(None, None, step), x=slice(None, None, step))
 
@@ -91,6 +120,34 @@ def rgba_frame(
     return np.dstack([*channels, np.where(valid, 255, 0).astype("uint8")])
 
 
+def quicklook_rgb(
+    cube: xr.Dataset,
+    time_index: int,
+    *,
+    limits: Sequence[tuple[float, float]] | None = None,
+) -> np.ndarray:
+    """``(y, x, 3)`` uint8 picture of time step ``time_index`` (colours: see the module docs).
+
+    Args:
+        cube: the decoded cube (or a subsampled part of it, :func:`subsample`).
+        time_index: position along ``time`` (negative counts from the end).
+        limits: ``(low, high)`` stretch per channel; default: 2nd-98th percentile over the
+            whole series (:func:`channel_limits`), so frames of one cube are comparable.
+
+    Returns:
+        The stretched channels; black where any channel is nodata.
+
+    Raises:
+        InvalidRequestError: the cube holds none of the bands a quicklook can show.
+    """
+    names = rgb_bands(cube)
+    ds = cube[source_variables(names)]
+    if limits is None:
+        limits = channel_limits(ds, names)
+    frame = ds.isel(time=[time_index]).load()
+    return rgba_frame(frame, 0, names, limits)[..., :3]
+
+
 def png_bytes(rgba: np.ndarray) -> bytes:
     """PNG of an RGBA array."""
     from PIL import Image
@@ -116,6 +173,9 @@ def write_quicklooks(
 ) -> Path:
     """Write a time-lapse GIF (``fmt="gif"``) or a PNG grid (``"png"``) of the cube at ``store``.
 
+    GIF frames carry their date top left (frames too small for it, under about 94 x 60
+    pixels, go without); PNG grid panels have it as their title.
+
     Args:
         store: the cube.
         out: the file to write.
@@ -135,7 +195,7 @@ def write_quicklooks(
     if cube.sizes.get("time", 0) == 0:
         raise InvalidRequestError(f"cube {store} has no time steps to show")
     names = rgb_bands(cube)
-    small = subsample(cube[[n for n in cube.data_vars if n in names or n in ("vv", "vh")]], size)
+    small = subsample(cube[source_variables(names)], size)
     small = small.isel(time=_frames(small, max_frames)).load()
     limits = channel_limits(small, names)
     labels = [pd.Timestamp(t).strftime("%Y-%m-%d") for t in small.time.values]
@@ -154,10 +214,13 @@ def _write_gif(frames: list[np.ndarray], labels: list[str], out: Path, seconds: 
     images = []
     for rgba, label in zip(frames, labels, strict=True):
         image = Image.fromarray(rgba[..., :3], mode="RGB")
-        draw = ImageDraw.Draw(image)
-        draw.rectangle((0, 0, 8 + 7 * len(label), 14), fill=(0, 0, 0))
-        draw.text((4, 2), label, fill=(255, 255, 255))
+        width = 8 + 7 * len(label)  # the default bitmap font: ~6 px a character
+        if image.width >= width + 16 and image.height >= 4 * 15:  # too small: no label
+            draw = ImageDraw.Draw(image)
+            draw.rectangle((0, 0, width, 14), fill=(0, 0, 0))
+            draw.text((4, 2), label, fill=(255, 255, 255))
         images.append(image)
+    # Pillow merges a frame identical to the previous one into it (adding its duration)
     images[0].save(
         out, save_all=True, append_images=images[1:], duration=int(seconds * 1000), loop=0
     )

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -45,21 +46,47 @@ def _iso(times: Iterable) -> list[str]:
     return [pd.Timestamp(t).isoformat() for t in times]
 
 
+def _first_band(cube: xr.Dataset, names: list[str]) -> str:
+    """The first requested band among ``names`` (the cube's request attribute), else the first."""
+    request = cube.attrs.get("stac2cube:request")
+    try:
+        bands = json.loads(request)["bands"] if isinstance(request, str) else []
+    except (ValueError, KeyError):
+        bands = []
+    return next((b for b in bands if b in names), names[0])
+
+
 def step_statistics(cube: xr.Dataset) -> pd.DataFrame:
-    """The statistics rows of every time step of ``cube`` (decoded; see the module docs)."""
+    """The statistics rows of every time step of ``cube`` (decoded; see the module docs).
+
+    Cubes written before the per-step ``valid_fraction`` and ``cloud_fraction`` coordinates
+    existed get ``valid_fraction`` computed here (share of the grid where the first requested
+    continuous band has data) and ``cloud_fraction`` NaN.
+    """
     names = continuous_variables(cube)
     frame = pd.DataFrame({"time": _iso(cube.time.values)})
     for column in STEP_COLUMNS:
         if column in cube.coords:
             frame[column] = np.asarray(cube[column].values)
+        elif column == "cloud_fraction":
+            frame[column] = np.full(len(frame), np.nan, "float32")
+        elif column == "valid_fraction" and names:
+            frame[column] = np.nan  # filled below, in the same pass as the means
     if names:
-        values = cube[names]
-        reduced = xr.merge(
-            [
-                values.mean(("y", "x"), skipna=True).rename({n: f"{n}_mean" for n in names}),
-                values.std(("y", "x"), skipna=True).rename({n: f"{n}_std" for n in names}),
-            ]
-        ).compute()
+        values = cube[names].drop_vars(
+            [c for c in cube.coords if c not in ("time", "y", "x")], errors="ignore"
+        )
+        parts = [
+            values.mean(("y", "x"), skipna=True).rename({n: f"{n}_mean" for n in names}),
+            values.std(("y", "x"), skipna=True).rename({n: f"{n}_std" for n in names}),
+        ]
+        if "valid_fraction" not in cube.coords:
+            valid = values[_first_band(cube, names)].notnull().mean(("y", "x"))
+            valid = valid.astype("float32")
+            parts.append(valid.rename("valid_fraction").to_dataset())
+        reduced = xr.merge(parts, compat="override").compute()
+        if "valid_fraction" not in cube.coords:
+            frame["valid_fraction"] = reduced["valid_fraction"].values
         for n in names:
             frame[f"{n}_mean"] = reduced[f"{n}_mean"].values
             frame[f"{n}_std"] = reduced[f"{n}_std"].values
