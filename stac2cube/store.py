@@ -240,6 +240,8 @@ def write_time_steps(session, ds: xr.Dataset, *, first: bool, batch_size: int = 
         The number of time steps written.
     """
     n = ds.sizes["time"]
+    if not first:
+        check_same_step_variables(session, ds)
     for k in range(0, n, batch_size):
         part = ds.isel(time=slice(k, k + batch_size))
         if first and k == 0:
@@ -247,6 +249,32 @@ def write_time_steps(session, ds: xr.Dataset, *, first: bool, batch_size: int = 
         else:
             _put(session, part, append_dim="time")
     return n
+
+
+def check_same_step_variables(session, ds: xr.Dataset) -> None:
+    """Raise :class:`GridMismatchError` unless ``ds`` has exactly the cube's per-step variables.
+
+    An append with a variable the cube lacks (or without one it has) would leave arrays of
+    different lengths along time: a cube that no longer opens.
+    """
+    cube = xr.open_zarr(session.store, consolidated=False, chunks={})
+    have = {str(n) for n, v in cube.variables.items() if "time" in v.dims}
+    want = {str(n) for n, v in ds.variables.items() if "time" in v.dims}
+    if have != want:
+        missing, extra = sorted(have - want), sorted(want - have)
+        raise GridMismatchError(
+            "these time steps do not fit the cube: "
+            + "; ".join(
+                part
+                for part in (
+                    f"the cube has {missing} that they lack" if missing else "",
+                    f"they have {extra} that the cube lacks" if extra else "",
+                )
+                if part
+            )
+            + " (the cube is left unchanged; it was made by another stac2cube version or "
+            "request: build a new store)"
+        )
 
 
 def _time_only(ds: xr.Dataset) -> xr.Dataset:

@@ -319,3 +319,25 @@ def test_export_zarr_netcdf_and_cogs(series, tmp_path):
 
     with pytest.raises(InvalidRequestError, match="exists"):
         export_cube(store, "zarr", tmp_path / "plain.zarr")
+
+
+def test_append_with_other_per_step_variables_is_refused(stac_url, tmp_path):
+    """A cube from another version or request (other per-step variables) is never half-grown."""
+    from stac2cube.store import open_repo, write_time_steps
+
+    store = tmp_path / "v.icechunk"
+    get_stac_layers(
+        mission="sentinel-2-l2a", bbox=list(demo_bbox()), start="2024-01-01", end="2024-01-06",
+        catalog=stac_url, collection="sentinel-2-c1-l2a", bands=["B04"], store=str(store),
+        statistics=False,
+    )  # fmt: skip
+    last = open_cube(store).isel(time=[-1]).load()
+    later = last.assign_coords(time=last.time + np.timedelta64(1, "D"))
+    session = open_repo(store).writable_session("main")
+    extra = later.assign_coords(new_coord=("time", np.array([1.0], "float32")))
+    with pytest.raises(GridMismatchError, match=r"they have \['new_coord'\] that the cube lacks"):
+        write_time_steps(session, extra, first=False)
+    fewer = later.drop_vars("sun_azimuth")
+    with pytest.raises(GridMismatchError, match=r"the cube has \['sun_azimuth'\] that they lack"):
+        write_time_steps(session, fewer, first=False)
+    assert open_cube(store).sizes["time"] == 1
