@@ -35,7 +35,7 @@ from stac2cube.store import (
 )
 from stac2cube.tasks.group import TimeStep, deduplicate, group_task
 from stac2cube.tasks.load import load_task
-from stac2cube.tasks.plan import Plan, plan_changes, plan_task, stamp_ledger
+from stac2cube.tasks.plan import Plan, plan_changes, plan_task, rejected_entry, stamp_ledger
 from stac2cube.tasks.preprocess import preprocess_task, static_steps
 from stac2cube.tasks.search import search_task
 from stac2cube.tasks.write import commit_task, rewrite_task, write_task
@@ -223,7 +223,11 @@ def prepare_build(request: CubeRequest, store: str) -> PreparedBuild:
         steps = static_steps(deduplicate(items)[0])
     else:
         steps = group_task(quote(items), request.tile_mode)
-    plan = plan_task(quote(steps), quote(state.ledger if state is not None else []))
+    plan = plan_task(
+        quote(steps),
+        quote(state.ledger if state is not None else []),
+        quote(state.request.get("rejected", []) if state is not None else []),
+    )
     if plan.empty and state is None:
         raise EmptySearchError("no scenes left after de-duplication")
     return PreparedBuild(request, str(store), state, steps, plan)
@@ -241,7 +245,7 @@ def execute_build(
         with store_lock(target):
             if state is not None:  # re-read under the lock: another run may have committed
                 state = read_state(target)
-                plan = plan_changes(prepared.steps, state.ledger)
+                plan = plan_changes(prepared.steps, state.ledger, state.request.get("rejected", []))
                 ledger = state.ledger
             if not plan.empty:
                 with pixel_client():  # the cluster starts here, only when there is pixel work
@@ -249,7 +253,14 @@ def execute_build(
                         request, plan, target, state, batch_size, pc_key=pc_key
                     )
     summary = _summary(store, snapshot, plan, ledger)
-    summary["filtered_time_steps"] = len(plan.steps) - len(written) if snapshot else 0
+    summary["filtered_time_steps"] = 0
+    if snapshot is not None:  # what was written, after the filters
+        n_replaced = sum(t in plan.replaced_times for t in written)
+        summary.update(
+            added_time_steps=len(written) - n_replaced,
+            replaced_time_steps=n_replaced,
+            filtered_time_steps=len(plan.steps) - len(written),
+        )
     if snapshot is None:
         log.info("nothing new for %s: the cube already holds every matching scene", store)
     else:
@@ -434,6 +445,7 @@ def write_plan(
         )
         steps = plan.steps
         entries: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []  # steps the coverage / cloud filters dropped
         parts = []
         first = state is None
         progress = ProgressArtifact(str(target), total=len(steps))
@@ -445,6 +457,8 @@ def write_plan(
             ds, batch_entries = preprocess_task(request, quote(batch), quote(raw))
             stamp_ledger(batch_entries, batch)
             ds, batch_entries, items_b = filter_steps(request, ds, batch_entries, batch)
+            kept = {e["time"] for e in batch_entries}
+            rejected += [rejected_entry(s) for s in batch if s.time.isoformat() not in kept]
             if not batch_entries:
                 progress.update(k + len(batch))
                 continue
@@ -463,14 +477,11 @@ def write_plan(
             else:
                 parts.append((ds, items_b))
         written = [e["time"] for e in entries]
-        if not entries:
-            if state is None:
-                raise EmptySearchError(
-                    f"no time step passed the filters (min_coverage {request.min_coverage:g}, "
-                    f"max_scene_cloud {request.max_scene_cloud:g}%); nothing was written"
-                )
-            get_logger().info("every new time step was filtered out; %s is unchanged", target)
-            return None, list(state.ledger), []
+        if not entries and state is None:
+            raise EmptySearchError(
+                f"no time step passed the filters (min_coverage {request.min_coverage:g}, "
+                f"max_scene_cloud {request.max_scene_cloud:g}%); nothing was written"
+            )
         replaced = {t: old for t, old in plan.replaced_times.items() if t in set(written)}
         if not appends_only and parts:
             base = open_cube(target)
@@ -484,7 +495,8 @@ def write_plan(
             )
         ledger = merge_ledger(ledger, entries, replaced)
         record = described_with_range(request, state)
-        if record.get("composites"):  # the cube's and this request's, recomputed on every write
+        record["rejected"] = merge_rejected(record.get("rejected", []), rejected, entries)
+        if record.get("composites") and entries:  # the cube's and this request's, all redone
             from stac2cube.composites import write_composites
 
             write_composites(session, record["composites"])
@@ -509,6 +521,17 @@ def write_plan(
     if work != target:
         os.replace(work, target)
     return snapshot, ledger, written
+
+
+def merge_rejected(
+    old: list[dict[str, Any]], new: list[dict[str, Any]], written: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The cube's record of filtered-out steps after a run: ``new`` ones added (replacing the
+    same key), steps written by the run removed."""
+    from stac2cube.tasks.plan import ledger_key
+
+    done = {ledger_key(e) for e in written} | {e["key"] for e in new}
+    return sorted([e for e in old if e["key"] not in done] + new, key=lambda e: e["key"])
 
 
 def filter_steps(

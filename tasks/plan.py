@@ -7,7 +7,10 @@ The ledger, not Prefect state, decides what is new:
   ledger does not list (a late tile, a reprocessed granule under a new id), or a listed scene in
   a newer processing (higher baseline or later generation time under the same id);
 * otherwise it is **unchanged** (running the same update twice changes nothing). A scene that
-  disappeared from the catalog never deletes data.
+  disappeared from the catalog never deletes data;
+* a step the coverage or scene-cloud filters dropped before is recorded (``rejected`` in the
+  cube's request record) and not read again until the catalog offers a new or newer scene
+  for it.
 """
 
 from __future__ import annotations
@@ -63,26 +66,28 @@ def ledger_key(entry: dict[str, Any]) -> str:
     return entry["solar_day"] if tile is None else f"{entry['solar_day']}/{tile}"
 
 
-def plan_changes(steps: Sequence[TimeStep], ledger: Sequence[dict[str, Any]]) -> Plan:
+def plan_changes(
+    steps: Sequence[TimeStep],
+    ledger: Sequence[dict[str, Any]],
+    rejected: Sequence[dict[str, Any]] = (),
+) -> Plan:
     """Split ``steps`` into additions, replacements and unchanged steps against ``ledger``.
 
     A replaced step keeps the cube's timestamp for that solar day only if it is unchanged; the
-    new step's own timestamp is used (``replaced_times`` maps new -> old time).
+    new step's own timestamp is used (``replaced_times`` maps new -> old time). A step the
+    coverage or cloud filters ``rejected`` before (see :func:`rejected_entry`) counts as
+    unchanged until the catalog offers a new or newer scene for it.
     """
     by_key = {ledger_key(entry): entry for entry in ledger}
+    dropped = {entry["key"]: entry for entry in rejected}
     add, replace, unchanged, replaced = [], [], 0, {}
     for step in steps:
         entry = by_key.get(step.key)
-        if entry is None:
+        if step.key in dropped and not _has_newer(step, dropped[step.key]):
+            unchanged += 1  # filtered out before, in this very version
+        elif entry is None:
             add.append(step)
-            continue
-        known = {i["id"]: i.get("processing_stamp") for i in entry["items"]}
-        newer = any(
-            item["id"] not in known
-            or (known[item["id"]] is not None and processing_stamp(item) > known[item["id"]])
-            for item in step.items
-        )
-        if newer:
+        elif _has_newer(step, entry):
             replace.append(step)
             replaced[step.time.isoformat()] = entry["time"]
         else:
@@ -90,12 +95,32 @@ def plan_changes(steps: Sequence[TimeStep], ledger: Sequence[dict[str, Any]]) ->
     return Plan(tuple(add), tuple(replace), unchanged, replaced)
 
 
+def _has_newer(step: TimeStep, entry: dict[str, Any]) -> bool:
+    """Whether ``step`` has a scene ``entry`` does not list, or a newer processing of one."""
+    known = {i["id"]: i.get("processing_stamp") for i in entry["items"]}
+    return any(
+        item["id"] not in known
+        or (known[item["id"]] is not None and processing_stamp(item) > known[item["id"]])
+        for item in step.items
+    )
+
+
+def rejected_entry(step: TimeStep) -> dict[str, Any]:
+    """JSON-ready record of a step the filters dropped: its key and its scenes' stamps."""
+    return {
+        "key": step.key,
+        "items": [{"id": i["id"], "processing_stamp": processing_stamp(i)} for i in step.items],
+    }
+
+
 @task(name="plan", cache_policy=NO_CACHE)
-def plan_task(steps: list[TimeStep], ledger: list[dict[str, Any]]) -> Plan:
+def plan_task(
+    steps: list[TimeStep], ledger: list[dict[str, Any]], rejected: list[dict[str, Any]] = ()
+) -> Plan:
     """Prefect task: :func:`plan_changes`, logged."""
     from stac2cube._log import get_logger
 
-    plan = plan_changes(steps, ledger)
+    plan = plan_changes(steps, ledger, rejected)
     get_logger().info(
         "plan: %d time steps to add, %d to replace (reprocessed or new scenes), %d unchanged",
         len(plan.add),

@@ -441,3 +441,24 @@ def test_every_step_filtered_out_of_a_new_cube_writes_nothing(stac_url, tmp_path
             dates=["2024-01-15"], max_scene_cloud=10,
         )  # fmt: skip
     assert not (tmp_path / "none.icechunk").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.integration
+def test_filtered_steps_are_remembered_and_not_read_again(stac_url, tmp_path):
+    from stac2cube.store import history, read_state
+
+    store = tmp_path / "r.icechunk"
+    args = dict(bbox=list(demo_bbox()), start="2024-01-01", max_scene_cloud=50, statistics=False)
+    build(stac_url, store, end="2024-01-12", **args)
+    days = [str(t)[:10] for t in open_cube(store).time.values]
+    assert days == ["2024-01-05", "2024-01-10"]
+    # the cloudy 2024-01-15 scene is read, dropped and recorded; the pixels stay as they were
+    summary = build(stac_url, store, end="2024-01-16", **args)
+    assert summary["filtered_time_steps"] == 1 and summary["added_time_steps"] == 0
+    assert [str(t)[:10] for t in open_cube(store).time.values] == days
+    (entry,) = read_state(store).request["rejected"]
+    assert entry["key"] == "2024-01-15" and entry["items"][0]["id"].endswith("20240115T103021_L2A")
+    commits = len(history(store))
+    # the next run plans nothing for it: no read, no commit
+    again = build(stac_url, store, end="2024-01-16", **args)
+    assert again["snapshot"] is None and len(history(store)) == commits
