@@ -654,6 +654,10 @@ def format_info(info: dict[str, Any]) -> str:
         f"{info['shape']['x']} x {info['shape']['y']} px  bounds {b[0]:.0f} {b[1]:.0f} {b[2]:.0f} {b[3]:.0f}",
         f"bands       {' '.join(info['bands'])}",
     ]
+    if info.get("indices"):
+        lines.append(f"indices     {' '.join(info['indices'])}")
+    if info.get("composites"):
+        lines.append(f"composites  {' '.join(info['composites'])}  (open_composites)")
     if info["time_range"]:
         lines.append(
             f"time        {info['shape']['time']} steps, {info['time_range'][0]} .. {info['time_range'][1]}"

@@ -414,6 +414,8 @@ def cube_info(path: str | Path) -> dict[str, Any]:
         "bounds": list(grid.bounds),
         "shape": {"time": int(ds.sizes.get("time", 0)), "y": grid.height, "x": grid.width},
         "bands": list(state.request.get("bands", [])),
+        "indices": list(state.request.get("indices") or []),
+        "composites": list(state.request.get("composites") or []),
         "time_range": [state.times[0], state.times[-1]] if state.times else None,
         "time_steps": [
             {

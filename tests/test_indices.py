@@ -183,6 +183,9 @@ def test_extending_with_other_indices_is_refused_and_leaves_the_cube(stac_url, t
                 catalog=stac_url, collection="sentinel-2-c1-l2a", bands=["B04"],
                 store=str(store), statistics=False)  # fmt: skip
     get_stac_layers(end="2024-01-06", indices=["NDVI"], **args)
+    from stac2cube import cube_info
+
+    assert cube_info(store)["indices"] == ["NDVI"]
     before = sorted((p.relative_to(store), p.read_bytes()) for p in store.rglob("*") if p.is_file())
     with pytest.raises(GridMismatchError, match=r"indices \[\] != cube's \['NDVI'\]"):
         get_stac_layers(end="2024-01-31", **args)
