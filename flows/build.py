@@ -271,9 +271,7 @@ def execute_build(
 
 def write_products(store: str, request: CubeRequest, written: list[str]) -> dict[str, str]:
     """The files beside a committed cube: settings, statistics CSV, quicklook. Returns paths."""
-    from stac2cube.store import read_state as _state
-
-    state = _state(store)
+    state = read_state(store)  # the record just committed (or the cube's, with nothing new)
     if state is None:
         return {}
     out = {"settings": str(write_settings(store, state.request, __version__))}

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -217,13 +218,19 @@ def polygon_mask(grid: Grid, geometry: Mapping[str, Any]) -> np.ndarray:
         >>> m.shape == g.shape, bool(m.any()), bool(m.all())
         (True, True, False)
     """
+    return _polygon_mask(grid, json.dumps(geometry, sort_keys=True)).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _polygon_mask(grid: Grid, geometry_json: str) -> np.ndarray:
+    """:func:`polygon_mask`, computed once per grid and polygon (every batch of a build asks)."""
     import shapely
     from pyproj import Transformer
     from shapely.geometry import shape
     from shapely.ops import transform as shapely_transform
 
     to_grid = Transformer.from_crs("EPSG:4326", f"EPSG:{grid.epsg}", always_xy=True)
-    projected = shapely_transform(to_grid.transform, shape(geometry))
+    projected = shapely_transform(to_grid.transform, shape(json.loads(geometry_json)))
     shapely.prepare(projected)
     xs, ys = grid.x, grid.y
     mask = np.zeros(grid.shape, bool)
