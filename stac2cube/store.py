@@ -184,10 +184,22 @@ def encode_for_store(ds: xr.Dataset, chunk: int = CHUNK) -> dict[str, dict[str, 
 
 
 def _pixel_chunks(ds: xr.Dataset) -> xr.Dataset:
-    """Chunk the pixel variables like the store; per-step coordinates stay in memory."""
-    return ds.assign(
-        {name: var.chunk({"time": 1, "y": CHUNK, "x": CHUNK}) for name, var in ds.data_vars.items()}
-    )
+    """Chunk the pixel variables like the store.
+
+    Per-step coordinates computed from the pixels (``valid_fraction``, ``cloud_fraction``) stay
+    lazy, in one dask chunk: several dask chunks would write one stored chunk (``STEP_CHUNK``
+    steps long) at once, which xarray refuses.
+    """
+    steps = {
+        name: coord.variable.chunk({"time": -1})
+        for name, coord in ds.coords.items()
+        if coord.dims == ("time",) and name != "time" and coord.chunks is not None
+    }
+    pixels = {  # Variables, not DataArrays: chunking a DataArray would chunk its coordinates
+        name: var.variable.chunk({"time": 1, "y": CHUNK, "x": CHUNK})
+        for name, var in ds.data_vars.items()
+    }
+    return ds.assign(pixels).assign_coords(steps)
 
 
 def _distributed_client_active() -> bool:

@@ -230,3 +230,40 @@ def test_sentinel1_orbit_metadata_and_no_cloud_fraction(pc_missions, monkeypatch
         assert ds.valid_fraction.values[t] == pytest.approx(want, abs=1e-6)
     assert np.isnan(ds.cloud_fraction.values).all() and np.isnan(ds.eo_cloud_cover.values).all()
     assert ds.cloud_fraction.dtype == np.float32
+
+
+def test_streamed_write_without_a_cluster_stores_the_fractions(cubes, stac_url, diamond, tmp_path):
+    """The plain dask path (no Dask cluster: chunks stream into the store) writes the lazy
+    per-step fractions too, in batches, and they equal the flow-built cube's."""
+    import dask
+
+    from stac2cube.request import make_request
+    from stac2cube.store import open_repo, write_time_steps
+    from stac2cube.tasks.group import deduplicate, group_by_solar_day
+    from stac2cube.tasks.load import load_raw
+    from stac2cube.tasks.preprocess import build_dataset
+    from stac2cube.tasks.search import search_items
+
+    plain, _ = cubes
+    request = make_request(
+        mission="sentinel-2-l2a", aoi=diamond, start="2024-01-01", end="2024-01-31",
+        catalog=stac_url, collection="sentinel-2-c1-l2a", bands=["B04", "SCL"],
+    )  # fmt: skip
+    steps = group_by_solar_day(deduplicate(search_items(request))[0])
+    session = open_repo(tmp_path / "s.icechunk", create=True).writable_session("main")
+    with dask.config.set(scheduler="threads"):
+        for k in range(0, len(steps), 3):  # batches of 3 steps: several dask chunks each
+            batch = steps[k : k + 3]
+            ds, _ = build_dataset(
+                request, batch, load_raw(request, [i for s in batch for i in s.items])
+            )
+            write_time_steps(session, ds, first=k == 0, batch_size=3)
+    session.commit("streamed")
+    import xarray as xr
+
+    got = xr.open_zarr(open_repo(tmp_path / "s.icechunk").readonly_session("main").store,
+                       consolidated=False).load()  # fmt: skip
+    np.testing.assert_allclose(got.valid_fraction.values, plain.valid_fraction.values, atol=1e-6)
+    np.testing.assert_allclose(
+        got.cloud_fraction.values, plain.cloud_fraction.values, atol=1e-6, equal_nan=True
+    )
