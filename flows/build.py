@@ -83,7 +83,7 @@ def get_stac_layers(
     max_scene_cloud: float = 100.0,
     indices: list[str] | None = None,
     composites: list[str] | None = None,
-    statistics: bool = True,
+    statistics: bool = False,
     quicklook: QuicklookFormat = "none",
     per_feature: bool = False,
     name_field: str | None = None,
@@ -140,7 +140,7 @@ def get_stac_layers(
             NDSI NDBI; Sentinel-1: VV_VH VH_VV RVI.
         composites: Temporal composites as ``STAT:PERIOD`` (median, mean, min, max over all,
             month, year, season), kept in the cube's group ``composites/<period>``.
-        statistics: Write ``<cube>.stats.csv`` with per-time-step valid and cloud fractions
+        statistics: Also write ``<cube>.stats.csv`` with per-time-step valid and cloud fractions
             and band means.
         quicklook: Write a true-colour time-lapse ``<cube>.quicklook.gif`` or a PNG grid.
         per_feature: Build one cube per feature of `aoi`, in parallel, in one flow run.

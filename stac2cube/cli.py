@@ -218,10 +218,9 @@ def _add_request_arguments(p: argparse.ArgumentParser) -> None:
         "mean, min or max; PERIOD all, month, year or season (e.g. median:month)",
     )
     p.add_argument(
-        "--no-statistics",
-        dest="statistics",
-        action="store_false",
-        help="do not write <cube>.stats.csv (per-time-step valid/cloud fractions, band means)",
+        "--statistics",
+        action="store_true",
+        help="also write <cube>.stats.csv (per-time-step valid/cloud fractions, band means)",
     )
     p.add_argument(
         "--quicklook",
@@ -715,6 +714,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "max_cloud": 100.0,
             "resampling": "nearest",
             "indices": ["NDVI"],
+            "statistics": True,
             "store": str(store),
         }
         run_build(kwargs, debug=args.debug)

@@ -60,7 +60,7 @@ class CubeRequest:
     max_scene_cloud: float = 100.0
     indices: tuple[str, ...] = ()
     composites: tuple[str, ...] = ()
-    statistics: bool = True
+    statistics: bool = False
     quicklook: str | None = None
 
     @property
@@ -264,7 +264,7 @@ def make_request(
     max_scene_cloud: float = 100.0,
     indices: Sequence[str] | None = None,
     composites: Sequence[str] | None = None,
-    statistics: bool = True,
+    statistics: bool = False,
     quicklook: str | None = None,
 ) -> CubeRequest:
     """Validate user input into a :class:`CubeRequest`.

@@ -84,7 +84,7 @@ def build_parameters(record: dict[str, Any], store: str | Path) -> dict[str, Any
         "max_scene_cloud": record.get("max_scene_cloud", 100.0),
         "indices": list(record.get("indices") or []) or None,
         "composites": list(record.get("composites") or []) or None,
-        "statistics": bool(record.get("statistics", True)),
+        "statistics": bool(record.get("statistics", False)),
         "quicklook": record.get("quicklook") or "none",
     }
     params.update(options_parameters(record.get("options")))

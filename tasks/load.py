@@ -82,9 +82,10 @@ def bands_to_load(request: CubeRequest, options: ProcessingOptions | None = None
     """The request's bands, the bands its indices read, and the mission's QA band (SCL,
     QA_PIXEL); the extra bands are read, not written.
 
-    The QA band serves cloud masking and the scene-cloud filter (then every item must have
-    it) and the per-step cloud fraction (then it is optional: an item without it reads as
-    nodata).
+    The QA band is read only when something uses it: cloud masking and the scene-cloud filter
+    (then every item must have it), and the statistics CSV's cloud fraction (then it is
+    optional: an item without it reads as nodata). Otherwise ``cloud_fraction`` is NaN unless
+    the QA band is one of the requested bands.
     """
     from dataclasses import replace
 
@@ -99,7 +100,7 @@ def bands_to_load(request: CubeRequest, options: ProcessingOptions | None = None
     if mission.qa_band:
         qa = mission.band(mission.qa_band)
         needed = options.mask_clouds or getattr(request, "max_scene_cloud", 100.0) < 100
-        if qa not in bands:
+        if qa not in bands and (needed or getattr(request, "statistics", False)):
             bands.append(qa if needed else replace(qa, optional=True))
     return bands
 

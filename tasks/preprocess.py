@@ -39,7 +39,8 @@ means of numbers; NaN or empty where the items do not say):
 ``valid_fraction``      share of the area's pixels (inside the AOI polygon, else the grid)
                         where the step has data (first requested band)
 ``cloud_fraction``      share of those valid pixels the QA layer flags as cloud (SCL classes
-                        or QA_PIXEL flags of the processing options); NaN without QA.
+                        or QA_PIXEL flags of the processing options); NaN where the QA
+                        band is not read (see ``bands_to_load``).
                         With cloud masking, masked pixels are not valid, so this is what
                         the mask left
 ``tile``                the step's tile (``tile_mode="separate"`` only; always there then)

@@ -37,7 +37,7 @@ def monthly_cube(stac_url, season_api, tmp_path_factory):
     summary = get_stac_layers(
         mission="sentinel-2-l2a", bbox=small_bbox(), start="2019-01-01", end="2020-12-31",
         catalog=stac_url, collection="season-s2", bands=["B02", "B03", "B04", "SCL"],
-        indices=["NDVI"], store=str(store), quicklook="gif",
+        indices=["NDVI"], store=str(store), quicklook="gif", statistics=True,
         composites=["median:month", "mean:all", "max:season", "min:year", "median:season"],
     )  # fmt: skip
     return store, summary
@@ -147,7 +147,7 @@ def test_statistics_csv_matches_the_pixels_and_updates_incrementally(monthly_cub
     # incremental: an extension adds rows for its steps and leaves the others as they were
     grow = tmp_path / "inc.icechunk"
     args = dict(mission="sentinel-2-l2a", bbox=small_bbox(), catalog=stac_url,
-                collection="season-s2", bands=["B04"], store=str(grow))  # fmt: skip
+                collection="season-s2", bands=["B04"], store=str(grow), statistics=True)  # fmt: skip
     get_stac_layers(start="2019-01-01", end="2019-04-30", **args)
     csv = sidecar_path(grow, ".stats.csv")
     before = pd.read_csv(csv)

@@ -162,11 +162,11 @@ def test_build_dataset_computes_nothing_and_tiles_are_coordinates(stac_url, diam
     req = make_request(mission="sentinel-2-l2a", aoi=diamond, start="2024-01-01",
                        end="2024-01-31", catalog=stac_url, collection="sentinel-2-c1-l2a",
                        bands=["B04"], indices=["NDVI", "EVI"], clip=True,
-                       tile_mode="separate")  # fmt: skip
+                       tile_mode="separate", statistics=True)  # fmt: skip
     items, _ = deduplicate(search_items(req))
     steps = group_steps(items, req.tile_mode)
     raw = load_raw(req, [i for s in steps for i in s.items])
-    assert "classification" in raw  # SCL read for the cloud fraction, not stored
+    assert "classification" in raw  # SCL read for the statistics' cloud fraction, not stored
     with dask.config.set(scheduler=refuse):
         ds, _ = build_dataset(req, steps, raw)
     assert list(ds.data_vars) == ["B04", "NDVI", "EVI"]
@@ -186,7 +186,7 @@ def test_landsat_cloud_fraction_from_qa_pixel_and_metadata(pc_missions, monkeypa
 
     monkeypatch.setenv("PC_SDK_SUBSCRIPTION_KEY", "synthetic-test-key")
     cat, spec = pc_missions
-    request = request_on(spec, "landsat-c2-l2", bands=["red"], resolution=15)
+    request = request_on(spec, "landsat-c2-l2", bands=["red"], resolution=15, statistics=True)
     ds, _, _ = run_pipeline(request)
     assert list(ds.data_vars) == ["red"]  # QA_PIXEL read for the cloud fraction only
     bits = sum(1 << b for b in (1, 2, 3, 4))  # default flags: dilated cloud, cirrus, cloud, shadow
@@ -267,3 +267,18 @@ def test_streamed_write_without_a_cluster_stores_the_fractions(cubes, stac_url, 
     np.testing.assert_allclose(
         got.cloud_fraction.values, plain.cloud_fraction.values, atol=1e-6, equal_nan=True
     )
+
+
+def test_qa_band_is_read_only_when_something_uses_it(stac_url, diamond):
+    from stac2cube.request import make_request
+    from stac2cube.tasks.load import bands_to_load
+
+    def loaded(**kw):
+        req = make_request(mission="sentinel-2-l2a", aoi=diamond, start="2024-01-01",
+                           end="2024-01-31", catalog=stac_url, collection="sentinel-2-c1-l2a",
+                           bands=["B04"], **kw)  # fmt: skip
+        return [(b.name, b.optional) for b in bands_to_load(req)]
+
+    assert loaded() == [("B04", False)]  # a plain build reads no SCL
+    assert loaded(statistics=True) == [("B04", False), ("SCL", True)]
+    assert loaded(max_scene_cloud=30) == [("B04", False), ("SCL", False)]
