@@ -279,14 +279,26 @@ def test_missing_slurm_is_reported(monkeypatch):
 
 
 def test_sbatch_outside_activation_needs_slurm_conf(slurm):
-    """Clients find this cluster only through SLURM_CONF (nothing is written to /etc)."""
-    if Path("/etc/slurm/slurm.conf").exists():
-        pytest.skip("this machine has a SLURM of its own in /etc/slurm")
+    """Clients find this cluster only through SLURM_CONF (nothing is written to /etc).
+
+    Without SLURM_CONF a client reads the system's ``/etc/slurm/slurm.conf``: where there is
+    none it fails, where the machine has a SLURM of its own it must reach that one, not ours.
+    """
+    system_conf = Path("/etc/slurm/slurm.conf")
+    assert not (system_conf.exists() and str(slurm.base_dir) in system_conf.read_text())
     env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
     out = subprocess.run(
-        ["squeue"], env={**env, "PATH": slurm.env()["PATH"]}, capture_output=True, text=True
+        ["scontrol", "show", "config"],
+        env={**env, "PATH": slurm.env()["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert out.returncode != 0
+    assert out.returncode != 0 or str(slurm.conf) not in out.stdout
+    ours = subprocess.run(
+        ["scontrol", "show", "config"], env={**env, **slurm.env()}, capture_output=True, text=True
+    )
+    assert ours.returncode == 0 and str(slurm.conf) in ours.stdout
 
 
 @pytest.mark.integration
