@@ -7,20 +7,33 @@ what was applied. Never trust one metadata field.
 
 Sentinel-2 L2A and L1C (rules ``s2-*``)
     The evidence is the processing baseline (from ``s2:processing_baseline``, the product URI or
-    the id; from the acquisition date as a last resort), Earth Search's
-    ``earthsearch:boa_offset_applied`` flag, and the ``raster:bands`` offset. In order:
+    the id; from the acquisition date as a last resort), the collection, Earth Search's
+    ``earthsearch:boa_offset_applied`` flag (earlier ``sentinel:boa_offset_applied``), the
+    acquisition date and the ``raster:bands`` offset. In order:
 
     1. baseline < 04.00: reflectance = DN / 10000 (rule ``s2-pre-04.00``). Any offset the item
        declares is ignored (no offset exists in these products) and a warning recorded.
-    2. baseline >= 04.00 and ``earthsearch:boa_offset_applied`` is true (Earth Search's legacy
-       ``sentinel-2-l2a``): the -1000 was subtracted when the COGs were made, so reflectance =
-       DN / 10000 (rule ``s2-offset-applied-in-cog``). Its ``raster:bands`` offset of -0.1
-       contradicts the flag and is ignored, with a warning.
+    2. baseline >= 04.00, an Earth Search legacy ``sentinel-2-l2a`` item (it carries the flag or
+       a legacy id such as ``S2B_33UXP_20250302_0_L2A``; never a Collection-1 collection):
+       Element84's pipeline has subtracted the -1000 from every scene acquired since
+       :data:`ES_OFFSET_REMOVED_SINCE`, and the flag is known to be false on some of them
+       (Element84/earth-search issues 66 and 71, cirrus-earth-search issue 33). So:
+
+       * flag true: reflectance = DN / 10000 (rule ``s2-offset-applied-in-cog``);
+       * flag false or missing, acquired since :data:`ES_OFFSET_REMOVED_SINCE`: the date wins,
+         reflectance = DN / 10000 (rule ``s2-offset-applied-in-cog-despite-flag``), and the
+         contradiction is recorded;
+       * flag false, acquired earlier (made before the pipeline removed the offset): rule 3
+         (a missing flag is recorded).
+
+       The ``raster:bands`` offset (-0.1 on every legacy item, whatever the pixels hold) is
+       ignored, with a warning.
     3. baseline >= 04.00 otherwise (Earth Search ``sentinel-2-c1-l2a`` and ``sentinel-2-l1c``,
        Planetary Computer, terrabyte): reflectance = (DN - 1000) / 10000 (rule
-       ``s2-offset-1000``; L1C: ``RADIO_ADD_OFFSET``, same value).
+       ``s2-offset-1000``; L1C: ``RADIO_ADD_OFFSET``, same value). A flag on a Collection-1
+       item contradicts its collection and is ignored, with a warning.
 
-    DN 0 is nodata in every case.
+    DN 0 is nodata and DN 65535 (ESA's saturated value) is nodata too, in every case.
 
 Landsat Collection 2 Level-2 (rules ``landsat-c2-l2sp`` / ``landsat-c2-l2sr``)
     Surface reflectance = DN * 2.75e-05 - 0.2; surface temperature (``lwir11``) = DN *
@@ -50,6 +63,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -57,8 +71,19 @@ from typing import Any, Literal
 from stac2cube.errors import InvalidRequestError
 
 BASELINE_04_START = dt.date(2022, 1, 25)
+#: Earth Search's legacy pipeline subtracts the baseline offset from every scene acquired since
+#: (new scenes from late February 2022: cirrus-earth-search issues 21, 25, 26).
+ES_OFFSET_REMOVED_SINCE = dt.date(2022, 3, 1)
+#: Earth Search's flag that the offset was removed from the COGs (its earlier name second).
+BOA_FLAGS = ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied")
+#: Ids of Earth Search's legacy ``sentinel-2-l2a`` items: ``S2B_33UXP_20250302_0_L2A``.
+ES_LEGACY_ID = re.compile(r"S2[A-D]_\d{1,2}[A-Z]{3}_\d{8}_\d+_L2A")
+#: Collection-1 collections: COGs as ESA made them, the offset still in the DN.
+C1_COLLECTIONS = ("sentinel-2-c1-l2a", "sentinel-2-c1-l1c")
 S2_SCALE = 1e-4
 S2_OFFSET = -0.1
+#: ESA's SATURATED special value of Sentinel-2 bands (nodata in the cube).
+S2_SATURATED = 65535
 LANDSAT_SR_SCALE = 2.75e-05
 LANDSAT_SR_OFFSET = -0.2
 LANDSAT_ST_SCALE = 0.00341802
@@ -162,6 +187,7 @@ class Radiometry:
         band_scaling: ``(band, scale, offset)`` for bands that differ from ``scale``/``offset``
             (Landsat ``lwir11``).
         nodata: the raw nodata value used (None: the mission's).
+        saturated: the raw value marking a saturated pixel (nodata in the cube), if any.
         transform: applied after scaling: ``db`` (10 * log10) or None.
         missing: canonical bands this item does not have (read as nodata).
     """
@@ -175,6 +201,7 @@ class Radiometry:
     nodata: float | None = None
     transform: str | None = None
     missing: tuple[str, ...] = ()
+    saturated: float | None = None
 
     @property
     def offset_dn(self) -> int:
@@ -203,6 +230,8 @@ class Radiometry:
             isinstance(self.nodata, float) and math.isnan(self.nodata)
         ):
             out["nodata"] = self.nodata
+        if self.saturated is not None:
+            out["saturated"] = self.saturated
         if self.transform:
             out["transform"] = self.transform
         if self.missing:
@@ -234,9 +263,9 @@ def sentinel2_radiometry(item: dict[str, Any]) -> Radiometry:
 
     warnings: list[str] = []
     iid = item.get("id", "?")
+    day = item_datetime(item).date()
     baseline = processing_baseline(item)
     if baseline is None:
-        day = item_datetime(item).date()
         ge4 = day >= BASELINE_04_START
         warnings.append(
             f"{iid}: no processing baseline in metadata; assumed "
@@ -246,10 +275,17 @@ def sentinel2_radiometry(item: dict[str, Any]) -> Radiometry:
         try:
             ge4 = float(baseline) >= 4.0
         except ValueError:
-            ge4 = item_datetime(item).date() >= BASELINE_04_START
+            ge4 = day >= BASELINE_04_START
             warnings.append(f"{iid}: unreadable processing baseline {baseline!r}; used the date")
-    flag = item.get("properties", {}).get("earthsearch:boa_offset_applied")
-    declared = _declared_offsets(item)
+    props = item.get("properties", {})
+    flag = next((props[k] for k in BOA_FLAGS if k in props), None)
+    declared = sorted(o for o in _declared_offsets(item) if o != 0)
+    collection = item.get("collection")
+
+    def rule(name: str, offset: float) -> Radiometry:
+        return Radiometry(
+            name, S2_SCALE, offset, baseline, tuple(warnings), nodata=0, saturated=S2_SATURATED
+        )
 
     if not ge4:
         if flag:
@@ -257,22 +293,41 @@ def sentinel2_radiometry(item: dict[str, Any]) -> Radiometry:
                 f"{iid}: earthsearch:boa_offset_applied=true but baseline {baseline} predates "
                 "04.00, which has no offset; ignored"
             )
-        if any(o != 0 for o in declared):
+        if declared:
             warnings.append(
-                f"{iid}: raster:bands offset {sorted(declared)} ignored: baseline {baseline} "
-                "predates 04.00"
+                f"{iid}: raster:bands offset {declared} ignored: baseline {baseline} predates 04.00"
             )
-        return Radiometry("s2-pre-04.00", S2_SCALE, 0.0, baseline, tuple(warnings), nodata=0)
-    if flag is True:
-        if any(o != 0 for o in declared):
+        return rule("s2-pre-04.00", 0.0)
+    legacy = flag is not None or ES_LEGACY_ID.fullmatch(iid) is not None
+    if collection in C1_COLLECTIONS or not legacy:
+        if flag:
             warnings.append(
-                f"{iid}: raster:bands offset {sorted(declared)} contradicts "
+                f"{iid}: earthsearch:boa_offset_applied=true contradicts collection "
+                f"{collection}, whose COGs keep the offset in the DN; followed the collection"
+            )
+        return rule("s2-offset-1000", S2_OFFSET)
+    if flag is True:
+        if declared:
+            warnings.append(
+                f"{iid}: raster:bands offset {declared} contradicts "
                 "earthsearch:boa_offset_applied=true; followed the flag (offset already in DN)"
             )
-        return Radiometry(
-            "s2-offset-applied-in-cog", S2_SCALE, 0.0, baseline, tuple(warnings), nodata=0
+        return rule("s2-offset-applied-in-cog", 0.0)
+    stated = "missing" if flag is None else f"={str(flag).lower()}"
+    if day >= ES_OFFSET_REMOVED_SINCE:
+        also = f" and raster:bands offset {declared}" if declared else ""
+        warnings.append(
+            f"{iid}: earthsearch:boa_offset_applied {stated}{also} contradict the acquisition "
+            f"date {day}: Earth Search removed the offset from every scene acquired since "
+            f"{ES_OFFSET_REMOVED_SINCE} (Element84/earth-search issues 66, 71); followed the date"
         )
-    return Radiometry("s2-offset-1000", S2_SCALE, S2_OFFSET, baseline, tuple(warnings), nodata=0)
+        return rule("s2-offset-applied-in-cog-despite-flag", 0.0)
+    if flag is None:
+        warnings.append(
+            f"{iid}: earthsearch:boa_offset_applied missing on a scene acquired {day}, before "
+            f"Earth Search removed the offset ({ES_OFFSET_REMOVED_SINCE}); assumed still in the DN"
+        )
+    return rule("s2-offset-1000", S2_OFFSET)
 
 
 # --- Landsat ------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from stac2cube.aoi import load_aoi
 from stac2cube.catalogs import CatalogSpec, resolve_catalog
 from stac2cube.errors import InvalidRequestError
 from stac2cube.grid import Grid, grid_for_bbox, parse_crs
-from stac2cube.missions import BandSpec, MissionSpec, get_mission
+from stac2cube.missions import MISSIONS, BandSpec, MissionSpec, get_mission
 from stac2cube.radiometry import ProcessingOptions
 
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "average")
@@ -202,6 +202,24 @@ def _fraction(value: Any, name: str, top: float) -> float:
     return number
 
 
+def _require_qa_band(spec: MissionSpec, option: str) -> None:
+    """Refuse ``option`` for a mission without a cloud classification band, naming those with one.
+
+    >>> _require_qa_band(get_mission("cop-dem-glo-30"), "mask_clouds")
+    Traceback (most recent call last):
+    ...
+    stac2cube.errors.InvalidRequestError: mask_clouds: cop-dem-glo-30 has no cloud classification band; it works for sentinel-2-l2a (SCL), landsat-c2-l2 (QA_PIXEL)
+    """
+    if spec.qa_band:
+        return
+    usable = ", ".join(
+        f"{m.id} ({m.band(m.qa_band).name.upper()})" for m in MISSIONS.values() if m.qa_band
+    )
+    raise InvalidRequestError(
+        f"{option}: {spec.id} has no cloud classification band; it works for {usable}"
+    )
+
+
 def parse_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
     """Validate a WGS 84 ``(west, south, east, north)`` box.
 
@@ -276,6 +294,8 @@ def make_request(
         (['B04', 'B08'], 32632, 'sentinel-2-c1-l2a')
     """
     spec = get_mission(mission)
+    if options is not None and options.mask_clouds:
+        _require_qa_band(spec, "mask_clouds")
     cat = resolve_catalog(catalog)
     coll = cat.collection_for(spec.id, collection)
     band_specs = spec.resolve_bands(bands)
@@ -319,11 +339,8 @@ def make_request(
         )
     coverage = _fraction(min_coverage, "min_coverage", 1.0)
     scene_cloud = _fraction(max_scene_cloud, "max_scene_cloud", 100.0)
-    if scene_cloud < 100 and not spec.qa_band:
-        raise InvalidRequestError(
-            f"max_scene_cloud needs a cloud classification band (SCL or QA_PIXEL); "
-            f"{spec.id} has none"
-        )
+    if scene_cloud < 100:
+        _require_qa_band(spec, "max_scene_cloud")
     index_names: tuple[str, ...] = ()
     if indices:
         from stac2cube.indices import resolve_indices

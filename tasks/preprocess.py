@@ -22,6 +22,10 @@ S1 linear           gamma0, NaN nodata          float32, _FillValue NaN
 DEM elevation       metres, NaN nodata          float32, _FillValue NaN
 ==================  ==========================  =========================================================
 
+Sentinel-2 DN 65535 (saturated) is nodata. The S2 encoding stores -0.0999 .. 6.4535 (65535 *
+1e-4 - 0.1); a valid value beyond a scaled-integer encoding's range (S2 DN above 64535 read
+without an offset) is clipped to it.
+
 Per time step, besides ``n_scenes``, ``item_ids``, ``radiometry_rule`` and ``processing_baseline``,
 these coordinates describe the scenes (several scenes of a step: comma-joined distinct strings,
 means of numbers; NaN or empty where the items do not say):
@@ -86,8 +90,6 @@ from stac2cube.radiometry import (
 from stac2cube.request import CubeRequest
 from stac2cube.tasks.group import TimeStep
 
-# Largest reflectance the Sentinel-2 uint16 storage (scale 1e-4, offset -0.1) can hold
-MAX_STORED_REFLECTANCE = 65535 * 1e-4 - 0.1
 #: The time of the single step of a static product (DEM).
 STATIC_TIME = dt.datetime(1970, 1, 1)
 
@@ -160,7 +162,8 @@ def to_physical(
 ) -> xr.DataArray:
     """float32 physical values of a raw ``(item, [band,] ...)`` array; NaN for nodata.
 
-    Nodata: each item's ``Radiometry.nodata`` (0 for integer data when unset) and NaN. With a
+    Nodata: each item's ``Radiometry.nodata`` (0 for integer data when unset), its
+    ``Radiometry.saturated`` value (Sentinel-2 DN 65535) and NaN. With a
     ``band`` dimension each band gets its own scale/offset (:meth:`Radiometry.scaling`). Items
     whose ``transform`` is ``db`` get 10 * log10 of the value (NaN where it is <= 0).
 
@@ -186,11 +189,15 @@ def to_physical(
     )
     values = raw.astype("float32")
     invalid = xr.zeros_like(raw, dtype=bool)
-    finite = ~np.isnan(nodata)
-    if finite.any():
-        nd = xr.DataArray(np.where(finite, nodata, 0.0), dims="item")
-        hit = values == nd.astype("float32")
-        invalid = invalid | (hit & xr.DataArray(finite, dims="item"))
+    saturated = np.array(
+        [math.nan if r.saturated is None else float(r.saturated) for r in radiometry], "float64"
+    )
+    for marker in (nodata, saturated):
+        finite = ~np.isnan(marker)
+        if finite.any():
+            nd = xr.DataArray(np.where(finite, marker, 0.0), dims="item")
+            hit = values == nd.astype("float32")
+            invalid = invalid | (hit & xr.DataArray(finite, dims="item"))
     if not integer:
         invalid = invalid | values.isnull()
     values = values * scale_da + offset_da
@@ -273,7 +280,8 @@ def ledger_entries(
     radiometry: Sequence[Sequence[Radiometry]],
     catalog: str | None = None,
 ) -> list[dict[str, Any]]:
-    """JSON-ready record of each step: its items and the radiometry applied to each."""
+    """JSON-ready record of each step: its items, the radiometry applied to each, and the
+    metadata contradictions its radiometry decisions met (``contradictions``)."""
     out = []
     for step, rads in zip(steps, radiometry, strict=True):
         entry: dict[str, Any] = {
@@ -288,6 +296,7 @@ def ledger_entries(
                 }
                 for item, rad in zip(step.items, rads, strict=True)
             ],
+            "contradictions": list(dict.fromkeys(w for rad in rads for w in rad.warnings)),
         }
         if catalog:
             entry["catalog"] = catalog
@@ -557,7 +566,7 @@ def build_dataset(
             absent = np.array([[b.name in r.missing for b in bands] for r in flat], bool)
             if absent.any():  # e.g. lwir11 of L2SR items: nodata even if an asset exists
                 phys = phys.where(~xr.DataArray(absent, dims=("item", "band")))
-            if any(ranges):  # what the storage encoding cannot hold is clipped to its range
+            if any(ranges):  # valid values beyond the storage range are clipped to it
                 phys = phys.clip(min=lo.astype("float32"), max=hi.astype("float32"))
             if masked is not None and kind in ("reflectance", "temperature"):
                 phys = phys.where(~masked)

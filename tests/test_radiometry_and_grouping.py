@@ -47,9 +47,10 @@ def test_real_planetary_computer_item_without_scale_metadata_gets_offset_from_ba
         ("03.01", True, "2021-06-01", "s2-pre-04.00", 0, True),  # flag wrong: nothing to remove
         ("04.00", True, "2022-02-01", "s2-offset-applied-in-cog", 0, True),
         ("04.00", False, "2022-02-01", "s2-offset-1000", -1000, False),
-        ("05.09", None, "2023-02-01", "s2-offset-1000", -1000, False),
+        # a legacy item without the flag, acquired after Earth Search removed the offset
+        ("05.09", None, "2023-02-01", "s2-offset-applied-in-cog-despite-flag", 0, True),
         (None, None, "2021-06-01", "s2-pre-04.00", 0, True),  # baseline from the date, warned
-        (None, None, "2022-06-01", "s2-offset-1000", -1000, True),
+        (None, None, "2022-06-01", "s2-offset-applied-in-cog-despite-flag", 0, True),
     ],
 )
 def test_each_evidence_combination(baseline, flag, when, rule, offset_dn, warns):
