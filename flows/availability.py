@@ -1,6 +1,7 @@
 """The availability flow: which catalog has which scenes of an area and period, before a build.
 
-A thin wrapper around :mod:`stac2cube.availability`: one search per catalog, the per-day table
+A thin wrapper around :mod:`stac2cube.availability` (search and table) and
+:mod:`stac2cube.footprints` (the map): one search per catalog, the per-day table
 (returned, and stored as a table artifact on the flow run), and on request a CSV file and a
 footprint map (PNG).
 """
@@ -17,13 +18,13 @@ from stac2cube._log import get_logger
 from stac2cube.availability import (
     AvailabilitySearch,
     check_writable,
-    footprint_map,
     format_table,
     search_catalogs,
     tabulate,
     write_csv,
 )
 from stac2cube.flows.build import MissionName
+from stac2cube.footprints import footprint_map
 
 __all__ = ["check_availability", "table_records"]
 

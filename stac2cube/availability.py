@@ -3,7 +3,8 @@
 One search per catalog through the build's own code (:func:`~stac2cube.request.make_request`
 validates the input, :func:`~stac2cube.tasks.search.search_items` searches), then pure functions
 turn the found items into a per-day table (:func:`tabulate`), a terminal table
-(:func:`format_table`) and a footprint map (:func:`footprint_map`).
+(:func:`format_table`) and a CSV file (:func:`write_csv`). The footprint map of the same
+search is drawn by :func:`stac2cube.footprints.footprint_map`.
 
 A table row is one solar day (the build's time step, :func:`~stac2cube.tasks.group.solar_day`)
 on one catalog: the scenes left after de-duplication (older processings of the same acquisition
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from stac2cube.catalogs import CatalogSpec, resolve_catalog
 from stac2cube.errors import CatalogError, InvalidRequestError, Stac2CubeError
+from stac2cube.items import item_footprint
 from stac2cube.request import CubeRequest, make_request
 
 if TYPE_CHECKING:
@@ -53,7 +55,6 @@ __all__ = [
     "area_geometry",
     "check_writable",
     "cover_fraction",
-    "footprint_map",
     "format_table",
     "scene_table",
     "search_catalogs",
@@ -125,7 +126,7 @@ class AvailabilitySearch:
 
     @property
     def items_by_catalog(self) -> dict[str, list[dict[str, Any]]]:
-        """``{label: items}`` of the catalogs that answered (input of :func:`footprint_map`)."""
+        """``{label: items}`` of the catalogs that answered (input of :func:`~stac2cube.footprints.footprint_map`)."""
         return {r.label: list(r.items) for r in self.results if r.error is None}
 
     @property
@@ -303,20 +304,6 @@ def area_geometry(request: CubeRequest) -> dict[str, Any]:
 # --- the table --------------------------------------------------------------------------------
 
 
-def _item_shape(item: Mapping[str, Any]):
-    from shapely import make_valid
-    from shapely.geometry import box, shape
-
-    geom = item.get("geometry")
-    if geom:
-        return make_valid(shape(geom))
-    b = item.get("bbox")
-    if b and len(b) in (4, 6):
-        half = len(b) // 2
-        return box(b[0], b[1], b[half], b[half + 1])
-    return None
-
-
 def _equal_area(area):
     """A function projecting WGS 84 shapely geometries to a LAEA centred on ``area``."""
     from pyproj import Transformer
@@ -345,7 +332,7 @@ def cover_fraction(items: Sequence[Mapping[str, Any]], area: Mapping[str, Any]) 
     from shapely.ops import unary_union
 
     aoi = shape(area)
-    shapes = [s for s in (_item_shape(i) for i in items) if s is not None and not s.is_empty]
+    shapes = [s for s in (item_footprint(i) for i in items) if s is not None and not s.is_empty]
     if not shapes or aoi.is_empty:
         return 0.0
     project = _equal_area(aoi)
@@ -553,131 +540,6 @@ def format_table(frame: pd.DataFrame, *, title: str | None = None) -> str:
     lines.append("")
     lines += _summary(frame)
     return "\n".join(lines)
-
-
-# --- the map ------------------------------------------------------------------------------------
-
-_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
-_LINESTYLES = ("-", "--", "-.", ":")
-
-
-def _as_shape(area: Any):
-    from shapely.geometry import box, shape
-    from shapely.geometry.base import BaseGeometry
-
-    if isinstance(area, BaseGeometry):
-        return area
-    if isinstance(area, Mapping):
-        if area.get("type") == "Feature":
-            return shape(area["geometry"])
-        return shape(area)
-    values = [float(v) for v in area]
-    if len(values) != 4:
-        raise InvalidRequestError(f"area must be GeoJSON or a bbox W S E N, got {area!r}")
-    return box(*values)
-
-
-def _rings(geom) -> list[Any]:
-    """Exterior rings of a (multi)polygon, or the boundary parts of anything else."""
-    parts = getattr(geom, "geoms", [geom])
-    out = []
-    for part in parts:
-        if part.geom_type == "Polygon":
-            out.append(part.exterior)
-        elif hasattr(part, "geoms"):
-            out.extend(_rings(part))
-    return out
-
-
-def footprint_map(
-    items_by_catalog: Mapping[str, Sequence[Mapping[str, Any]]],
-    aoi_geometry: Mapping[str, Any] | Sequence[float] | Any,
-    path: str | Path,
-    *,
-    title: str | None = None,
-    dpi: int = 120,
-) -> Path:
-    """Write a PNG of the scene footprints of each catalog over the area's outline.
-
-    Every catalog has its own colour and line style (identical footprints of two catalogs stay
-    visible); a footprint served several times (one tile on many days) is drawn once. The
-    legend, below the map, gives each catalog's number of scenes (after de-duplication, as in
-    the table) and of distinct footprints.
-
-    Args:
-        items_by_catalog: ``{catalog label: items}`` (:attr:`AvailabilitySearch.items_by_catalog`).
-        aoi_geometry: The area: GeoJSON geometry or Feature, a shapely geometry or a bbox.
-        path: Where to write the PNG (folders are created).
-        title: Figure title (default: the number of scenes and catalogs).
-        dpi: Resolution of the PNG.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    from stac2cube.tasks.group import deduplicate
-
-    aoi = _as_shape(aoi_geometry)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    fig = Figure(figsize=(8, 7), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    handles: list[Any] = []
-    bounds = list(aoi.bounds)
-    total = 0
-    for k, (label, served) in enumerate(items_by_catalog.items()):
-        items, dropped = deduplicate([dict(i) for i in served])
-        colour = _COLOURS[k % len(_COLOURS)]
-        style = _LINESTYLES[k % len(_LINESTYLES)]
-        unique: dict[bytes, Any] = {}
-        for item in items:
-            geom = _item_shape(item)
-            if geom is not None and not geom.is_empty:
-                unique.setdefault(geom.normalize().wkb, geom)
-        for geom in unique.values():
-            for ring in _rings(geom):
-                xs, ys = ring.xy
-                ax.fill(xs, ys, color=colour, alpha=0.08, linewidth=0)
-                ax.plot(xs, ys, color=colour, linestyle=style, linewidth=1.2)
-            b = geom.bounds
-            bounds = [*map(min, bounds[:2], b[:2]), *map(max, bounds[2:], b[2:])]
-        total += len(items)
-        text = f"{label}: {len(items)} scenes, {len(unique)} distinct footprints"
-        if dropped:
-            text += f" (+{len(dropped)} older processing{'s' if len(dropped) > 1 else ''})"
-        handles.append(
-            Patch(facecolor=colour, edgecolor=colour, alpha=0.6, linestyle=style, label=text)
-        )
-    for ring in _rings(aoi):
-        xs, ys = ring.xy
-        ax.plot(xs, ys, color="black", linewidth=2.2)
-    handles.append(Line2D([], [], color="black", linewidth=2.2, label="area of interest"))
-
-    west, south, east, north = bounds
-    pad_x = (east - west) * 0.05 or 0.01
-    pad_y = (north - south) * 0.05 or 0.01
-    ax.set_xlim(west - pad_x, east + pad_x)
-    ax.set_ylim(south - pad_y, north + pad_y)
-    mid = max(-89.0, min(89.0, (south + north) / 2))
-    ax.set_aspect(1 / math.cos(math.radians(mid)))
-    ax.set_xlabel("longitude (°)")
-    ax.set_ylabel("latitude (°)")
-    ax.grid(True, linewidth=0.3, alpha=0.5)
-    fig.legend(handles=handles, loc="outside lower center", fontsize="small", frameon=False)
-    n_cat = len(items_by_catalog)
-    ax.set_title(
-        title
-        or f"{total} scenes from {n_cat} {'catalog' if n_cat == 1 else 'catalogs'}, "
-        "footprints against the area"
-    )
-    fig.savefig(out, dpi=dpi, format="png")
-    return out
 
 
 def check_writable(path: str | Path | None, what: str) -> Path | None:

@@ -731,12 +731,12 @@ def cmd_availability(args: argparse.Namespace) -> int:
     """
     from stac2cube.availability import (
         check_writable,
-        footprint_map,
         format_table,
         search_catalogs,
         tabulate,
         write_csv,
     )
+    from stac2cube.footprints import footprint_map
 
     csv_path = check_writable(args.csv, "--csv")
     map_path = check_writable(args.map, "--map")

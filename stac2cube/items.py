@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from typing import Any
 
 _BASELINE_IN_NAME = re.compile(r"_N(\d{2})(\d{2})(?:_|\b)")
@@ -47,6 +48,27 @@ def tile_id(item: dict[str, Any]) -> str:
         return m.group(1)
     bbox = item.get("bbox") or [0, 0, 0, 0]
     return f"{(bbox[0] + bbox[2]) / 2:.3f},{(bbox[1] + bbox[3]) / 2:.3f}"
+
+
+def item_footprint(item: Mapping[str, Any]):
+    """The item's footprint as a valid shapely geometry (WGS 84): ``geometry``, else ``bbox``.
+
+    None when the item has neither.
+
+    >>> item_footprint({"bbox": [11, 48, 12, 49]}).bounds
+    (11.0, 48.0, 12.0, 49.0)
+    """
+    from shapely import make_valid
+    from shapely.geometry import box, shape
+
+    geom = item.get("geometry")
+    if geom:
+        return make_valid(shape(geom))
+    b = item.get("bbox")
+    if b and len(b) in (4, 6):
+        half = len(b) // 2
+        return box(b[0], b[1], b[half], b[half + 1])
+    return None
 
 
 def _baseline_key(pb: str | None) -> tuple[int, int]:

@@ -364,7 +364,7 @@ def test_cover_fraction_against_shapely():
 def test_footprint_map_png(synthetic_catalog, subset_items, tmp_path):
     from PIL import Image
 
-    from stac2cube.availability import footprint_map
+    from stac2cube.footprints import footprint_map
 
     path = footprint_map(
         {"full": synthetic_catalog.items, "subset": subset_items},
