@@ -1,7 +1,7 @@
 """Before the build: which catalog has which scenes of an area and period, and how cloudy.
 
 One search per catalog through the build's own code (:func:`~stac2cube.request.make_request`
-validates the input, :func:`~stac2cube.tasks.search.search_items` searches), then pure functions
+validates the input, :func:`~stac2cube.search.search_items` searches), then pure functions
 turn the found items into a per-day table (:func:`tabulate`), a terminal table
 (:func:`format_table`) and a CSV file (:func:`write_csv`). The footprint map of the same
 search is drawn by :func:`stac2cube.footprints.footprint_map`.
@@ -196,7 +196,7 @@ def _requests(
 
 
 def _search_one(request: CubeRequest, client_factory: Any) -> list[dict[str, Any]]:
-    from stac2cube.tasks.search import open_client, search_items
+    from stac2cube.search import open_client, search_items
 
     client = (
         client_factory(request.catalog.url) if client_factory else open_client(request.catalog.url)
@@ -239,7 +239,7 @@ def search_catalogs(
         dates: Keep only these days.
         today: What "today" is when ``end`` is empty (tests).
         client_factory: ``url -> pystac_client.Client`` (default
-            :func:`~stac2cube.tasks.search.open_client`), to inject URL signing or retries.
+            :func:`~stac2cube.search.open_client`), to inject URL signing or retries.
 
     Raises:
         InvalidRequestError: bad input (area, dates, mission, season, catalog name).

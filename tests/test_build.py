@@ -290,7 +290,7 @@ def test_existing_cube_is_extended_and_mismatch_leaves_it_untouched(stac_url, tm
 
 def test_search_pages_through_results(stac_url):
     from stac2cube.request import make_request
-    from stac2cube.tasks.search import search_items
+    from stac2cube.search import search_items
 
     req = make_request(
         mission="sentinel-2-l2a",

@@ -22,10 +22,10 @@ from mission_helpers import expected_step
 from stac2cube.catalogs import EARTH_SEARCH, PLANETARY_COMPUTER, TERRABYTE, CatalogSpec
 from stac2cube.radiometry import ProcessingOptions
 from stac2cube.request import CubeRequest, make_request
+from stac2cube.search import search_items
 from stac2cube.tasks.group import deduplicate, group_by_solar_day
 from stac2cube.tasks.load import load_raw
 from stac2cube.tasks.preprocess import STATIC_TIME, build_dataset, static_steps
-from stac2cube.tasks.search import search_items
 from stac2cube.testing.synthetic import demo_bbox
 from stac2cube.testing.synthetic_missions import (
     DEM_BBOX,
@@ -437,7 +437,7 @@ def test_planetary_computer_hrefs_are_signed_when_read_not_when_searched(catalog
 
 
 def test_search_parameters_per_mission(catalogs, pc_key):
-    from stac2cube.tasks.search import search_parameters
+    from stac2cube.search import search_parameters
 
     es, pc, tb = (catalogs[s][1] for s in SPECS)
     dem = search_parameters(request_on(es, "cop-dem-glo-30", max_cloud=20))

@@ -98,7 +98,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize(("source", "item"), REAL, ids=[f"{s}:{i['id']}" for s, i in REAL])
 def test_every_real_item_gets_its_bands_and_rule(source, item):
-    from stac2cube.tasks.search import normalise_item
+    from stac2cube.search import normalise_item
 
     item = normalise_item(copy.deepcopy(item))
     coll = item["collection"]
@@ -141,8 +141,8 @@ def test_every_real_item_gets_its_bands_and_rule(source, item):
 @pytest.mark.parametrize("source", sorted({s for s, i in REAL if "grd" not in i["collection"]}))
 def test_real_items_can_be_placed_on_a_cube_grid(source):
     """The loader builds its (lazy) stacks from the real metadata; nothing is read."""
+    from stac2cube.search import normalise_item
     from stac2cube.tasks.load import load_raw
-    from stac2cube.tasks.search import normalise_item
 
     items = [
         normalise_item(copy.deepcopy(i))
