@@ -12,7 +12,7 @@ import calendar
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,34 +34,25 @@ DEFAULT_RESOLUTION = 10.0
 
 
 @dataclass(frozen=True)
-class CubeRequest:
-    """What to build: a mission on a catalog, an area, a period, bands and a grid.
+class SearchRequest:
+    """What to search: a mission on a catalog's collection, an area, a period, a cloud limit.
 
-    Build one with :func:`make_request`; the constructor trusts its input.
+    Build one with :func:`make_search`; the constructor trusts its input. A
+    :class:`CubeRequest` is a search request and what the cube is built with (bands, grid,
+    options, products), so the search stage takes either.
     """
 
     mission: MissionSpec
-    catalog: CatalogSpec
+    #: None only in a search whose catalog is still to be chosen (:func:`make_search`)
+    catalog: CatalogSpec | None
     collection: str
     bbox: tuple[float, float, float, float]
     start: dt.date
     end: dt.date
-    bands: tuple[BandSpec, ...]
-    grid: Grid
     max_cloud: float = DEFAULT_MAX_CLOUD
-    resampling: str = "nearest"
     intersects: dict[str, Any] | None = None
-    options: ProcessingOptions = field(default_factory=ProcessingOptions)
     months: tuple[int, ...] = ()
     dates: tuple[dt.date, ...] = ()
-    clip: bool = False
-    tile_mode: str = "mosaic"
-    min_coverage: float = 0.0
-    max_scene_cloud: float = 100.0
-    indices: tuple[str, ...] = ()
-    composites: tuple[str, ...] = ()
-    statistics: bool = False
-    quicklook: str | None = None
 
     @property
     def datetime_range(self) -> str:
@@ -72,8 +63,8 @@ class CubeRequest:
     def search_windows(self) -> list[tuple[dt.date, dt.date]]:
         """The date ranges to search: the whole period, or only its season / explicit dates.
 
-        >>> r = CubeRequest(None, None, "", (0, 0, 1, 1), dt.date(2018, 1, 1),
-        ...                 dt.date(2019, 12, 31), (), None, months=(12, 1, 2))
+        >>> r = SearchRequest(None, None, "", (0, 0, 1, 1), dt.date(2018, 1, 1),
+        ...                   dt.date(2019, 12, 31), months=(12, 1, 2))
         >>> [f"{a}..{b}" for a, b in r.search_windows]
         ['2018-01-01..2018-02-28', '2018-12-01..2019-02-28', '2019-12-01..2019-12-31']
         """
@@ -83,6 +74,28 @@ class CubeRequest:
     def search_intervals(self) -> list[str]:
         """:attr:`search_windows` as STAC ``datetime`` intervals."""
         return [_interval(a, b) for a, b in self.search_windows]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CubeRequest(SearchRequest):
+    """What to build: a search (mission, catalog, area, period), bands and a grid.
+
+    Build one with :func:`make_request`; the constructor trusts its input. The fields of
+    :class:`SearchRequest` come first (positional); the cube's own fields are keywords.
+    """
+
+    bands: tuple[BandSpec, ...]
+    grid: Grid
+    resampling: str = "nearest"
+    options: ProcessingOptions = field(default_factory=ProcessingOptions)
+    clip: bool = False
+    tile_mode: str = "mosaic"
+    min_coverage: float = 0.0
+    max_scene_cloud: float = 100.0
+    indices: tuple[str, ...] = ()
+    composites: tuple[str, ...] = ()
+    statistics: bool = False
+    quicklook: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready record of the request, stored in the cube so ``update`` needs only a path."""
@@ -258,47 +271,38 @@ def parse_date(value: str | dt.date | None, name: str) -> dt.date | None:
         raise InvalidRequestError(f"{name} must be a date YYYY-MM-DD, got {value!r}") from None
 
 
-def make_request(
+def make_search(
     *,
     mission: str,
     start: str | dt.date | None = None,
     end: str | dt.date | None = None,
     bbox: Sequence[float] | None = None,
     aoi: str | Path | Mapping[str, Any] | None = None,
-    catalog: str = "earth-search",
+    catalog: str | None = "earth-search",
     collection: str | None = None,
-    bands: Sequence[str] | None = None,
-    resolution: float = DEFAULT_RESOLUTION,
-    crs: str | int | None = None,
     max_cloud: float = DEFAULT_MAX_CLOUD,
-    resampling: str = "nearest",
-    options: ProcessingOptions | None = None,
     today: dt.date | None = None,
     season: str | Sequence[int] | None = None,
     dates: Sequence[str | dt.date] | None = None,
-    clip: bool = False,
-    tile_mode: str = "mosaic",
-    min_coverage: float = 0.0,
-    max_scene_cloud: float = 100.0,
-    indices: Sequence[str] | None = None,
-    composites: Sequence[str] | None = None,
-    statistics: bool = False,
-    quicklook: str | None = None,
-) -> CubeRequest:
-    """Validate user input into a :class:`CubeRequest`.
+) -> SearchRequest:
+    """Validate the search part of user input (mission, catalog, area, period, cloud limit).
+
+    ``catalog=None`` validates everything but the catalog: the result has no catalog and the
+    ``collection`` as given (or ``""``); fill both with :func:`dataclasses.replace` before
+    searching (the availability check does, once per catalog).
 
     Example:
-        >>> r = make_request(mission="sentinel-2-l2a", bbox=[11.5, 48.1, 11.52, 48.11],
-        ...                  start="2024-01-01", end="2024-01-31", bands=["red", "B08"])
-        >>> [b.name for b in r.bands], r.grid.epsg, r.collection
-        (['B04', 'B08'], 32632, 'sentinel-2-c1-l2a')
+        >>> s = make_search(mission="sentinel-2-l2a", bbox=[11.5, 48.1, 11.52, 48.11],
+        ...                 start="2024-01-01", end="2024-12-31", season="JJA", catalog=None)
+        >>> s.catalog, s.months, s.search_intervals
+        (None, (6, 7, 8), ['2024-06-01T00:00:00Z/2024-08-31T23:59:59.999Z'])
     """
     spec = get_mission(mission)
-    if options is not None and options.mask_clouds:
-        _require_qa_band(spec, "mask_clouds")
-    cat = resolve_catalog(catalog)
-    coll = cat.collection_for(spec.id, collection)
-    band_specs = spec.resolve_bands(bands)
+    if catalog is None:
+        cat, coll = None, collection or ""
+    else:
+        cat = resolve_catalog(catalog)
+        coll = cat.collection_for(spec.id, collection)
 
     intersects = None
     if aoi is not None:
@@ -331,7 +335,83 @@ def make_request(
         raise InvalidRequestError("give either a season or explicit dates, not both")
     if months and spec.static:
         raise InvalidRequestError(f"{spec.id} is a single-time product: a season does not apply")
-    if clip and intersects is None:
+    try:
+        cloud = float(max_cloud)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"max_cloud must be a number, got {max_cloud!r}") from None
+    if not 0 <= cloud <= 100:
+        raise InvalidRequestError(f"max_cloud must be a percentage 0..100, got {max_cloud}")
+    return SearchRequest(
+        mission=spec,
+        catalog=cat,
+        collection=coll,
+        bbox=box,
+        start=start_d,
+        end=end_d,
+        max_cloud=cloud,
+        intersects=intersects,
+        months=months,
+        dates=keep_dates,
+    )
+
+
+def make_request(
+    *,
+    mission: str,
+    start: str | dt.date | None = None,
+    end: str | dt.date | None = None,
+    bbox: Sequence[float] | None = None,
+    aoi: str | Path | Mapping[str, Any] | None = None,
+    catalog: str = "earth-search",
+    collection: str | None = None,
+    bands: Sequence[str] | None = None,
+    resolution: float = DEFAULT_RESOLUTION,
+    crs: str | int | None = None,
+    max_cloud: float = DEFAULT_MAX_CLOUD,
+    resampling: str = "nearest",
+    options: ProcessingOptions | None = None,
+    today: dt.date | None = None,
+    season: str | Sequence[int] | None = None,
+    dates: Sequence[str | dt.date] | None = None,
+    clip: bool = False,
+    tile_mode: str = "mosaic",
+    min_coverage: float = 0.0,
+    max_scene_cloud: float = 100.0,
+    indices: Sequence[str] | None = None,
+    composites: Sequence[str] | None = None,
+    statistics: bool = False,
+    quicklook: str | None = None,
+) -> CubeRequest:
+    """Validate user input into a :class:`CubeRequest`.
+
+    The search part (mission, catalog, area, period, cloud limit) is validated by
+    :func:`make_search`; this adds bands, grid, options and products.
+
+    Example:
+        >>> r = make_request(mission="sentinel-2-l2a", bbox=[11.5, 48.1, 11.52, 48.11],
+        ...                  start="2024-01-01", end="2024-01-31", bands=["red", "B08"])
+        >>> [b.name for b in r.bands], r.grid.epsg, r.collection
+        (['B04', 'B08'], 32632, 'sentinel-2-c1-l2a')
+    """
+    spec = get_mission(mission)
+    if options is not None and options.mask_clouds:
+        _require_qa_band(spec, "mask_clouds")
+    search = make_search(
+        mission=mission,
+        start=start,
+        end=end,
+        bbox=bbox,
+        aoi=aoi,
+        catalog=catalog,
+        collection=collection,
+        max_cloud=max_cloud,
+        today=today,
+        season=season,
+        dates=dates,
+    )
+    band_specs = spec.resolve_bands(bands)
+
+    if clip and search.intersects is None:
         raise InvalidRequestError("clip needs a polygon aoi (a bbox is already its own box)")
     if tile_mode not in TILE_MODES:
         raise InvalidRequestError(
@@ -364,38 +444,23 @@ def make_request(
         raise InvalidRequestError(
             f"resolution must be a positive number of metres, got {resolution}"
         )
-    try:
-        cloud = float(max_cloud)
-    except (TypeError, ValueError):
-        raise InvalidRequestError(f"max_cloud must be a number, got {max_cloud!r}") from None
-    if not 0 <= cloud <= 100:
-        raise InvalidRequestError(f"max_cloud must be a percentage 0..100, got {max_cloud}")
     if resampling not in RESAMPLING_METHODS:
         raise InvalidRequestError(
             f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLING_METHODS)}"
         )
     epsg = parse_crs(crs) if crs else None
-    grid = grid_for_bbox(box, res, epsg)
+    grid = grid_for_bbox(search.bbox, res, epsg)
     if grid.width * grid.height > 400_000_000:
         raise InvalidRequestError(
             f"grid of {grid.width} x {grid.height} pixels at {res} m is too large; "
             "use a coarser resolution or a smaller area"
         )
     return CubeRequest(
-        mission=spec,
-        catalog=cat,
-        collection=coll,
-        bbox=box,
-        start=start_d,
-        end=end_d,
+        **{f.name: getattr(search, f.name) for f in fields(SearchRequest)},
         bands=band_specs,
         grid=grid,
-        max_cloud=cloud,
         resampling=resampling,
-        intersects=intersects,
         options=options or ProcessingOptions(),
-        months=months,
-        dates=keep_dates,
         clip=bool(clip),
         tile_mode=tile_mode,
         min_coverage=coverage,

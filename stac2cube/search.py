@@ -19,7 +19,7 @@ from urllib3.util.retry import Retry
 
 from stac2cube.catalogs import split_collections
 from stac2cube.errors import CatalogError, EmptySearchError
-from stac2cube.request import CubeRequest
+from stac2cube.request import SearchRequest
 
 RETRY_STATUS = (429, 500, 502, 503, 504)
 
@@ -97,13 +97,15 @@ def normalise_item(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def search_items(
-    request: CubeRequest,
+    request: SearchRequest,
     *,
     page_size: int = 100,
     client=None,
     allow_empty: bool = False,
 ) -> list[dict[str, Any]]:
     """All items matching ``request`` (collection, area, dates, cloud cover), across pages.
+
+    ``request`` is a :class:`~stac2cube.request.SearchRequest` (a ``CubeRequest`` is one).
 
     Raises:
         CatalogError: the catalog cannot be reached or answers with an error.
@@ -138,7 +140,7 @@ def search_items(
     return items
 
 
-def _describe_when(request: CubeRequest) -> str:
+def _describe_when(request: SearchRequest) -> str:
     text = f"{request.start} to {request.end}"
     if request.dates:
         return f"on the dates {', '.join(d.isoformat() for d in request.dates)}"
@@ -147,7 +149,7 @@ def _describe_when(request: CubeRequest) -> str:
     return text
 
 
-def search_parameters(request: CubeRequest, *, page_size: int = 100) -> dict[str, Any]:
+def search_parameters(request: SearchRequest, *, page_size: int = 100) -> dict[str, Any]:
     """The pystac-client ``search`` parameters for ``request`` (see the module docs)."""
     mission = request.mission
     params: dict[str, Any] = {
