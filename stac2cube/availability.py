@@ -1,6 +1,6 @@
 """Before the build: which catalog has which scenes of an area and period, and how cloudy.
 
-One search per catalog through the build's own code (:func:`~stac2cube.request.make_request`
+One search per catalog through the build's own code (:func:`~stac2cube.request.make_search`
 validates the input, :func:`~stac2cube.search.search_items` searches), then pure functions
 turn the found items into a per-day table (:func:`tabulate`), a terminal table
 (:func:`format_table`) and a CSV file (:func:`write_csv`). The footprint map of the same
@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any
 from stac2cube.catalogs import CatalogSpec, resolve_catalog
 from stac2cube.errors import CatalogError, InvalidRequestError, Stac2CubeError
 from stac2cube.items import item_footprint
-from stac2cube.request import CubeRequest, make_request
+from stac2cube.request import SearchRequest, make_search
+from stac2cube.search import open_client, search_items
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,11 +79,6 @@ COLUMNS = (
 )
 #: Catalogs searched at the same time.
 MAX_PARALLEL_SEARCHES = 4
-#: A syntactically valid custom catalog: validates everything but the catalog in make_request.
-_PLACEHOLDER_CATALOG = "http://stac2cube.invalid"
-#: The grid is irrelevant here; a coarse one keeps make_request's size check from refusing
-#: large areas that are fine to search.
-_GRID_RESOLUTION = 1000.0
 
 
 @dataclass(frozen=True)
@@ -173,10 +169,10 @@ def _per_catalog(collection: str | Sequence[str | None] | None, n: int) -> list[
 def _requests(
     catalogs: Sequence[str],
     collections: Sequence[str | None],
-    base: CubeRequest,
-) -> list[tuple[str, CubeRequest | None, str | None]]:
+    base: SearchRequest,
+) -> list[tuple[str, SearchRequest | None, str | None]]:
     """``(label, request, error)`` per distinct catalog; ``error`` where it cannot be searched."""
-    out: list[tuple[str, CubeRequest | None, str | None]] = []
+    out: list[tuple[str, SearchRequest | None, str | None]] = []
     seen: set[str] = set()
     for name, override in zip(catalogs, collections, strict=True):
         spec = resolve_catalog(name)  # an unknown name is a typo: always an error
@@ -195,9 +191,7 @@ def _requests(
     return out
 
 
-def _search_one(request: CubeRequest, client_factory: Any) -> list[dict[str, Any]]:
-    from stac2cube.search import open_client, search_items
-
+def _search_one(request: SearchRequest, client_factory: Any) -> list[dict[str, Any]]:
     client = (
         client_factory(request.catalog.url) if client_factory else open_client(request.catalog.url)
     )
@@ -221,7 +215,7 @@ def search_catalogs(
 ) -> AvailabilitySearch:
     """Search every catalog for ``mission`` over the area and period (one search each).
 
-    The input is validated once with :func:`~stac2cube.request.make_request` (same rules and
+    The input is validated once with :func:`~stac2cube.request.make_search` (same rules and
     messages as a build) before anything is searched. Catalogs are searched in parallel.
 
     Args:
@@ -248,23 +242,21 @@ def search_catalogs(
     names = [catalogs] if isinstance(catalogs, str) else list(catalogs)
     if not names:
         raise InvalidRequestError("give at least one catalog")
-    base = make_request(
+    base = make_search(
         mission=mission,
         bbox=bbox,
         aoi=aoi,
         start=start,
         end=end,
-        catalog=_PLACEHOLDER_CATALOG,
-        collection=mission,
+        catalog=None,  # each catalog (and its collection) is resolved below
         max_cloud=max_cloud,
         season=season,
         dates=dates,
         today=today,
-        resolution=_GRID_RESOLUTION,
     )
     planned = _requests(names, _per_catalog(collection, len(names)), base)
 
-    def run(entry: tuple[str, CubeRequest | None, str | None]) -> CatalogScenes:
+    def run(entry: tuple[str, SearchRequest | None, str | None]) -> CatalogScenes:
         label, request, error = entry
         if request is None:
             return CatalogScenes(label, "", "", error=error)
@@ -292,7 +284,7 @@ def search_catalogs(
     )
 
 
-def area_geometry(request: CubeRequest) -> dict[str, Any]:
+def area_geometry(request: SearchRequest) -> dict[str, Any]:
     """The area of ``request`` as GeoJSON: its AOI polygon, else its bbox."""
     if request.intersects is not None:
         return dict(request.intersects)
