@@ -122,7 +122,8 @@ def group_by_solar_day_and_tile(items: Iterable[dict[str, Any]]) -> list[TimeSte
     Each step's timestamp is its tile's acquisition time. Catalogs that stamp every tile of a
     datastrip with the datastrip's start (Planetary Computer) would give several steps the same
     timestamp; those are spread one second apart in tile order, so time stays a unique index
-    (the exact acquisition times are kept in the ``datetimes`` coordinate).
+    (the exact acquisition times are kept in the ``datetimes`` coordinate). Against the steps
+    already in a cube the plan does the same (:func:`stac2cube.tasks.plan.unique_times`).
     """
     groups: dict[tuple[dt.date, str], list[dict]] = {}
     for item in items:

@@ -133,28 +133,34 @@ def unique_times(steps: Sequence[TimeStep], taken: set[str]) -> list[TimeStep]:
 
 
 def _has_newer(step: TimeStep, entry: dict[str, Any]) -> bool:
-    """Whether ``step`` has a scene ``entry`` does not list, or a newer processing of one."""
-    known = {i["id"]: i.get("processing_stamp") for i in entry["items"]}
-    return any(
-        item["id"] not in known
-        or (known[item["id"]] is not None and processing_stamp(item) > known[item["id"]])
-        for item in step.items
-    )
+    """Whether ``step`` has a scene ``entry`` does not record, or a newer processing of one.
+
+    A scene is recorded under its id, or (ledgers with acquisition records) as another item of
+    the same acquisition: a catalog that renames an item without reprocessing it offers nothing.
+    """
+    for item in step.items:
+        acq = acquisition(item)
+        stamps = [r.get("processing_stamp") for r in entry["items"] if _recorded(r, item, acq)]
+        if all(s is not None and processing_stamp(item) > s for s in stamps):
+            return True  # (also when nothing records it)
+    return False
 
 
 def vanished_scenes(step: TimeStep, entry: dict[str, Any]) -> tuple[str, ...]:
     """Ids of the scenes ``entry`` records that ``step`` neither holds nor supersedes (holds
     another processing of the same acquisition; ledgers without acquisition records: by id)."""
-    ids = {item["id"] for item in step.items}
-    held = [acquisition(item) for item in step.items]
+    held = [(item, acquisition(item)) for item in step.items]
     return tuple(
         record["id"]
         for record in entry["items"]
-        if record["id"] not in ids
-        and not (
-            "acquisition" in record
-            and any(same_acquisition(record["acquisition"], a) for a in held)
-        )
+        if not any(_recorded(record, item, acq) for item, acq in held)
+    )
+
+
+def _recorded(record: dict[str, Any], item: dict[str, Any], acq: dict[str, Any]) -> bool:
+    """Whether ledger ``record`` is ``item`` (by id) or its acquisition ``acq``."""
+    return record["id"] == item["id"] or (
+        "acquisition" in record and same_acquisition(record["acquisition"], acq)
     )
 
 

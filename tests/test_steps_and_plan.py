@@ -179,6 +179,15 @@ def test_a_scene_superseded_under_a_new_id_is_not_vanished():
     assert len(plan.replace) == 1 and plan.kept == {}
 
 
+def test_an_item_renamed_without_reprocessing_is_no_news():
+    real = recorded("planetary-computer_s2-l2a_T13TDE_2024-08.json")[1]
+    ledger = ledger_of(group_steps([real]))
+    renamed = touched(real)
+    renamed["id"] = real["id"] + "-v2"
+    plan = plan_changes(group_steps([renamed]), ledger)
+    assert plan.empty and plan.unchanged == 1
+
+
 # --- unique time index (item 3) -------------------------------------------------------------------
 
 
