@@ -1,9 +1,10 @@
 """Group stage: drop duplicate granules and gather the scenes of one solar day into a time step.
 
 Duplicates are the same acquisition served more than once (reprocessed baselines, ``_0``/``_1``
-sequence numbers, different ground stations): they share platform, tile and sensing time (to the
-minute). Of each duplicate set the newest processing (baseline, then generation time, then
-sequence) is kept.
+sequence numbers, different ground stations), told apart by the identifiers the items carry (see
+:func:`stac2cube.items.same_acquisition`): partial granules of one tile from two datastrips are
+both kept. Of each duplicate set the newest processing (baseline, then generation time, then
+refinement, then sequence) is kept.
 
 A *time step* is one solar day: the date of local solar time (UTC + longitude / 15 h) at the
 scene centre, so the tiles of one overpass land in one step even near midnight UTC. Its
@@ -20,29 +21,54 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from stac2cube.items import item_datetime, processing_rank, scene_key, tile_id
+from stac2cube.items import (
+    SAME_PASS_SECONDS,
+    acquisition,
+    item_datetime,
+    processing_rank,
+    same_acquisition,
+    tile_id,
+)
 
 
 def deduplicate(items: Iterable[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
-    """Keep the newest processing of each acquisition.
+    """Keep the newest processing of each acquisition (:func:`duplicate_sets`).
 
     Returns:
         ``(kept, dropped)``, ``kept`` in (datetime, id) order.
     """
-    best: dict[tuple, dict] = {}
-    dropped: list[dict] = []
-    for item in items:
-        key = scene_key(item)
-        other = best.get(key)
-        if other is None:
-            best[key] = item
-        elif processing_rank(item) > processing_rank(other):
-            dropped.append(other)
-            best[key] = item
-        else:
-            dropped.append(item)
-    kept = sorted(best.values(), key=lambda i: (item_datetime(i), i["id"]))
+    kept, dropped = [], []
+    for members in duplicate_sets(items):
+        best = max(members, key=processing_rank)
+        kept.append(best)
+        dropped += [i for i in members if i is not best]
+    kept.sort(key=lambda i: (item_datetime(i), i["id"]))
     return kept, dropped
+
+
+def duplicate_sets(items: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``items`` partitioned into sets of one acquisition each (linked by
+    :func:`~stac2cube.items.same_acquisition`)."""
+    items = sorted(items, key=item_datetime)
+    records = [acquisition(i) for i in items]
+    times = [item_datetime(i) for i in items]
+    owner = list(range(len(items)))
+
+    def root(k: int) -> int:
+        while owner[k] != k:
+            k = owner[k]
+        return k
+
+    for a in range(len(items)):
+        for b in range(a + 1, len(items)):
+            if (times[b] - times[a]).total_seconds() > SAME_PASS_SECONDS:
+                break  # sorted by time: no later item can match
+            if same_acquisition(records[a], records[b]):
+                owner[root(b)] = root(a)
+    sets: dict[int, list[dict[str, Any]]] = {}
+    for k, item in enumerate(items):
+        sets.setdefault(root(k), []).append(item)
+    return list(sets.values())
 
 
 def solar_day(item: dict[str, Any]) -> dt.date:
@@ -96,7 +122,8 @@ def group_by_solar_day_and_tile(items: Iterable[dict[str, Any]]) -> list[TimeSte
     Each step's timestamp is its tile's acquisition time. Catalogs that stamp every tile of a
     datastrip with the datastrip's start (Planetary Computer) would give several steps the same
     timestamp; those are spread one second apart in tile order, so time stays a unique index
-    (the exact acquisition times are kept in the ``datetimes`` coordinate).
+    (the exact acquisition times are kept in the ``datetimes`` coordinate). Against the steps
+    already in a cube the plan does the same (:func:`stac2cube.tasks.plan.unique_times`).
     """
     groups: dict[tuple[dt.date, str], list[dict]] = {}
     for item in items:
