@@ -1,14 +1,18 @@
 """Helpers shared by the benchmark scripts in ``bench/`` (not a benchmark itself).
 
-* catalog and grid: :func:`write_scenes` (a synthetic ``sentinel-2-c1-l2a`` catalog of tile A),
-  :func:`grid_bounds` / :func:`tile_bounds`, :func:`bbox_for_bounds` and :func:`checked_bbox`
-  (the WGS 84 bbox whose stac2cube grid is exactly the given bounds);
+* catalog and grid: :func:`write_scenes` / :func:`write_scenes_timed` (a synthetic
+  ``sentinel-2-c1-l2a`` catalog of tile A), :func:`start_api` (a local STAC API serving it),
+  :func:`effective_size`, :func:`grid_bounds` / :func:`tile_bounds`, :func:`bbox_for_bounds` and
+  :func:`checked_bbox` (the WGS 84 bbox whose stac2cube grid is exactly the given bounds),
+  :func:`flow_kwargs` (the ``get_stac_layers`` call of a worker's job), :func:`plain_stack`
+  (plain stackstac on the same grid);
 * measuring inside a process: :class:`RssSampler`, :func:`rss_result`, :func:`peak_rss_mb`,
-  :func:`uint_sum`, :func:`task_durations` (Prefect's per-task run times), :func:`prefect_init`;
-* worker subprocesses: :func:`worker_env`, :func:`run_worker` (parent side), :func:`worker_main`
-  (child side), :func:`remove_subdirs`;
+  :func:`uint_sum`, :func:`cube_store`, :func:`task_durations` / :func:`task_profile` (Prefect's per-task run
+  times), :func:`prefect_init`;
+* worker subprocesses: :func:`worker_env`, :func:`run_worker` (parent side),
+  :func:`add_common_arguments` and :func:`worker_main` (child side), :func:`remove_subdirs`;
 * the report: :func:`machine`, :func:`versions`, :func:`fmt_ratio`, :func:`write_results` (keeps
-  the previous file's ``## Interpretation`` section).
+  the previous file's ``## Interpretation`` section) and :func:`publish`.
 
 The scripts import it as ``_common`` (``bench/`` is ``sys.path[0]`` when one of them runs).
 Heavy libraries are imported inside the functions, so that importing this module stays cheap.
@@ -16,6 +20,7 @@ Heavy libraries are imported inside the functions, so that importing this module
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import importlib
@@ -97,6 +102,28 @@ def write_scenes(
     return write_catalog(root, scenes, bands=bands)
 
 
+def write_scenes_timed(root: Path, *args: Any, **kwargs: Any):
+    """:func:`write_scenes`; returns the catalog, the seconds it took and the bytes of its COGs."""
+    t0 = time.perf_counter()
+    catalog = write_scenes(root, *args, **kwargs)
+    seconds = time.perf_counter() - t0
+    return catalog, seconds, sum(p.stat().st_size for p in root.rglob("*.tif"))
+
+
+def start_api(catalog):
+    """Start a local STAC API serving ``catalog`` and print where and how fast.
+
+    The API (:func:`stac2cube.testing.pgstac.start_local_stac_api`) stops with ``.stop()`` or at
+    the end of a ``with`` block.
+    """
+    from stac2cube.testing.pgstac import start_local_stac_api
+
+    t0 = time.perf_counter()
+    api = start_local_stac_api(collections=catalog.collections, items=catalog.items)
+    print(f"local STAC API at {api.url} (started in {time.perf_counter() - t0:.1f} s)")
+    return api
+
+
 def grid_bounds(px: int, inset_px: int = 2) -> tuple[Bounds, int]:
     """Projected bounds (``px`` x ``px`` at 10 m, ``inset_px`` inside tile A's corner) and EPSG."""
     from stac2cube.testing.synthetic import TILE_A
@@ -175,6 +202,36 @@ def flow_kwargs(
         "crs": f"EPSG:{job['epsg']}",
         "store": str(store),
     }
+
+
+def plain_stack(
+    job: dict[str, Any], collection: str, assets: list[str], datetime: str | None = None
+):
+    """What a user writes by hand: pystac-client search, plain ``stackstac.stack``.
+
+    Searches ``collection`` at the job's catalog URL and bbox (and ``datetime`` if given), and
+    stacks ``assets`` on the job's grid (``epsg``, ``bounds``, 10 m) as uint16 without rescaling,
+    nodata 0, in 512 px chunks: a lazy ``(time, band, y, x)`` DataArray.
+    """
+    import numpy as np
+    import stackstac
+    from pystac_client import Client
+
+    search = Client.open(job["url"]).search(
+        collections=[collection], bbox=job["bbox"], datetime=datetime, limit=100
+    )
+    return stackstac.stack(
+        list(search.items_as_dicts()),
+        assets=assets,
+        epsg=job["epsg"],
+        resolution=10,
+        bounds=tuple(job["bounds"]),
+        rescale=False,
+        dtype=np.dtype("uint16"),
+        fill_value=np.uint16(0),
+        xy_coords="center",
+        chunksize=512,
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -264,6 +321,17 @@ def task_durations(flow_run_id) -> dict[str, float]:
     return out
 
 
+def task_profile(state) -> dict[str, Any]:
+    """``{"tasks": task_durations(...)}`` of a flow run's final state, or ``{"tasks_error": ...}``.
+
+    The profile is a bonus: reading it never fails the run.
+    """
+    try:
+        return {"tasks": task_durations(state.state_details.flow_run_id)}
+    except Exception as exc:
+        return {"tasks_error": f"{type(exc).__name__}: {exc}"}
+
+
 def prefect_init(job: dict[str, Any]) -> dict[str, Any]:
     """Run a trivial flow once so that PREFECT_HOME holds a migrated database."""
     from prefect import flow
@@ -282,10 +350,11 @@ def prefect_init(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_env(prefect_home: Path, *, log_level: str | None = None) -> dict[str, str]:
-    """The environment of a worker: its own ``PREFECT_HOME``, analytics off, no API URL.
+    """The environment of a worker: its own ``PREFECT_HOME`` (created), analytics off, no API URL.
 
     ``log_level`` sets ``PREFECT_LOGGING_LEVEL`` (Prefect's default when None).
     """
+    prefect_home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(
         PREFECT_HOME=str(prefect_home),
@@ -341,6 +410,15 @@ def run_worker(
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"worker {kind} failed (exit {returncode}):\n{tail}")
     return json.loads(Path(job["result"]).read_text())
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, results: Path) -> None:
+    """``--no-results`` (print only, do not write ``results``) and the hidden ``--worker KIND JOB``
+    (how :func:`run_worker` calls the script; hand it to :func:`worker_main`)."""
+    parser.add_argument(
+        "--no-results", action="store_true", help=f"do not write {results.name}, only print"
+    )
+    parser.add_argument("--worker", nargs=2, metavar=("KIND", "JOB"), help=argparse.SUPPRESS)
 
 
 def worker_main(
@@ -423,3 +501,11 @@ def write_results(results: Path, report: str) -> None:
         f"{INTERPRETATION_START}\n\n(To be written by hand after a run; kept across runs.)"
     )
     results.write_text(f"{report}\n\n{interpretation}\n")
+
+
+def publish(report: str, results: Path, *, write: bool = True) -> None:
+    """Print ``report`` and, with ``write``, :func:`write_results` it to ``results``."""
+    print(report)
+    if write:
+        write_results(results, report)
+        print(f"\nwrote {results}")

@@ -70,6 +70,7 @@ from typing import Any
 from _common import (
     FIRST_DAY,
     RssSampler,
+    add_common_arguments,
     checked_bbox,
     cube_store,
     flow_kwargs,
@@ -77,16 +78,17 @@ from _common import (
     grid_bounds,
     machine,
     prefect_init,
+    publish,
     remove_subdirs,
     rss_result,
     run_worker,
-    task_durations,
+    start_api,
+    task_profile,
     uint_sum,
     versions,
     worker_env,
     worker_main,
-    write_results,
-    write_scenes,
+    write_scenes_timed,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -296,10 +298,7 @@ def _run_stac2cube(job: dict[str, Any]) -> dict[str, Any]:
     if (summary["added_time_steps"], summary["time_steps"]) != (1, n + 1):
         raise RuntimeError(f"append did not add one step to {n}: {summary}")
     result = {"seconds": seconds, "warmup_s": warmup_s, **rss_result(rss)}
-    try:
-        result["tasks"] = task_durations(state.state_details.flow_run_id)
-    except Exception as exc:  # the profile is a bonus: never fail the run for it
-        result["tasks_error"] = f"{type(exc).__name__}: {exc}"
+    result.update(task_profile(state))
     result["steps"], result["checksum"] = last_step_sum(cube_store(store), job["bands"][0])
     result["state"] = state_stats(store)
     return result
@@ -692,10 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_WORKDIR,
         help="catalog, cubes and logs (git-ignored default bench/out/append; emptied first)",
     )
-    parser.add_argument(
-        "--no-results", action="store_true", help=f"do not write {RESULTS.name}, only print"
-    )
-    parser.add_argument("--worker", nargs=2, metavar=("KIND", "JOB"), help=argparse.SUPPRESS)
+    add_common_arguments(parser, RESULTS)
     args = parser.parse_args(argv)
     if args.worker:
         worker_main(args.worker[0], Path(args.worker[1]), WORKERS, IMPORTS)
@@ -709,16 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now().astimezone()
     machine_line = machine()
     report = benchmark(args, sizes, command.strip(), machine_line, started)
-    print(report)
-    if not args.no_results:
-        write_results(RESULTS, report)
-        print(f"\nwrote {RESULTS}")
+    publish(report, RESULTS, write=not args.no_results)
     return 0
 
 
 def benchmark(args, sizes: list[int], command: str, machine_line: str, started) -> str:
-    from stac2cube.testing.pgstac import start_local_stac_api
-
     base = args.workdir.resolve()
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
@@ -728,10 +719,7 @@ def benchmark(args, sizes: list[int], command: str, machine_line: str, started) 
     t_all = time.perf_counter()
     tree = tree_state()
 
-    t0 = time.perf_counter()
-    catalog = write_scenes(base / "catalog", n_scenes, size, bands)
-    catalog_s = time.perf_counter() - t0
-    cog_bytes = sum(p.stat().st_size for p in (base / "catalog").rglob("*.tif"))
+    catalog, catalog_s, cog_bytes = write_scenes_timed(base / "catalog", n_scenes, size, bands)
     bounds, epsg = grid_bounds(args.px)
     bbox, grid = checked_bbox(bounds, epsg)
     data_line = (
@@ -743,13 +731,8 @@ def benchmark(args, sizes: list[int], command: str, machine_line: str, started) 
     )
     print(f"catalog: {data_line}")
 
-    prefect_home = base / "prefect-home"
-    prefect_home.mkdir()
-    env = worker_env(prefect_home, log_level="WARNING")
-    t0 = time.perf_counter()
-    with start_local_stac_api(collections=catalog.collections, items=catalog.items) as api:
-        api_s = time.perf_counter() - t0
-        print(f"local STAC API at {api.url} (started in {api_s:.1f} s)")
+    env = worker_env(base / "prefect-home", log_level="WARNING")
+    with start_api(catalog) as api:
         job = {"url": api.url, "bbox": bbox, "epsg": epsg, "bands": bands}
         init = run_worker("prefect-init", job, env, base / "logs")
         print(f"Prefect database initialised ({init['seconds']:.1f} s)")

@@ -60,6 +60,7 @@ from typing import Any
 from _common import (
     COLLECTION,
     FIRST_DAY,
+    add_common_arguments,
     bbox_for_bounds,
     checked_bbox,
     cube_store,
@@ -67,17 +68,19 @@ from _common import (
     flow_kwargs,
     fmt_ratio,
     machine,
+    plain_stack,
     prefect_init,
+    publish,
     remove_subdirs,
     run_worker,
-    task_durations,
+    start_api,
+    task_profile,
     tile_bounds,
     uint_sum,
     versions,
     worker_env,
     worker_main,
-    write_results,
-    write_scenes,
+    write_scenes_timed,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -155,66 +158,58 @@ def run_rasterio(job: dict[str, Any], threads: int) -> dict[str, Any]:
 
 def stackstac_cube(job: dict[str, Any]):
     """pystac-client search + plain ``stackstac.stack`` -> ``(time, band, y, x)`` Dataset."""
-    import numpy as np
-    import stackstac
-    from pystac_client import Client
-
-    client = Client.open(job["url"])
-    items = list(
-        client.search(
-            collections=[COLLECTION],
-            bbox=job["bbox"],
-            datetime=f"{job['start']}/{job['end']}T23:59:59Z",
-            limit=100,
-        ).items_as_dicts()
-    )
-    data = stackstac.stack(
-        items,
-        assets=ASSETS,
-        epsg=job["epsg"],
-        resolution=10,
-        bounds=tuple(job["bounds"]),
-        rescale=False,
-        dtype=np.dtype("uint16"),
-        fill_value=np.uint16(0),
-        xy_coords="center",
-        chunksize=512,
-    )
+    period = f"{job['start']}/{job['end']}T23:59:59Z"
+    data = plain_stack(job, COLLECTION, ASSETS, period)
     data = data.drop_vars([n for n, c in data.coords.items() if c.dtype == object])
     data.attrs = {}  # stackstac's RasterSpec / Affine are not JSON attributes
     return data.to_dataset("band")
 
 
-def run_stackstac_zarr(job: dict[str, Any]) -> dict[str, Any]:
-    """Baseline: search, stack, ``to_zarr`` (Zarr v3 directory store, threaded dask)."""
-    import warnings
+def run_stackstac(job: dict[str, Any], writer: Callable[[Path], Callable]) -> dict[str, Any]:
+    """Search and stack (:func:`stackstac_cube`) and write the Dataset, timed together.
 
-    store = Path(job["work"]) / "stackstac.zarr"
+    ``writer(work)`` imports what it needs (before the clock starts) and returns the writing
+    function; that returns a function giving the written zarr store, to check the result after
+    the clock stops.
+    """
+    write = writer(Path(job["work"]))
     t0 = time.perf_counter()
-    ds = stackstac_cube(job)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # consolidated metadata is not part of the v3 spec
-        ds.to_zarr(store, mode="w", zarr_format=3)
+    written = write(stackstac_cube(job))
     seconds = time.perf_counter() - t0
-    shape, checksum = zarr_checksum(str(store), "red")
+    shape, checksum = zarr_checksum(written(), "red")
     return {"seconds": seconds, "shape": shape, "checksum": checksum}
 
 
-def run_stackstac_icechunk(job: dict[str, Any]) -> dict[str, Any]:
+def zarr_writer(work: Path) -> Callable:
+    """Baseline: ``to_zarr`` (Zarr v3 directory store, threaded dask)."""
+    import warnings
+
+    store = work / "stackstac.zarr"
+
+    def write(ds) -> Callable:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # consolidated metadata is not part of the v3 spec
+            ds.to_zarr(store, mode="w", zarr_format=3)
+        return lambda: str(store)
+
+    return write
+
+
+def icechunk_writer(work: Path) -> Callable:
     """The baseline's array written to a new icechunk repository and committed."""
     import icechunk
     from icechunk.xarray import to_icechunk
 
-    store = Path(job["work"]) / "stackstac.icechunk"
-    t0 = time.perf_counter()
-    ds = stackstac_cube(job)
-    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(store)))
-    session = repo.writable_session("main")
-    to_icechunk(ds, session, mode="w")
-    session.commit("bench")
-    seconds = time.perf_counter() - t0
-    shape, checksum = zarr_checksum(repo.readonly_session("main").store, "red")
-    return {"seconds": seconds, "shape": shape, "checksum": checksum}
+    store = work / "stackstac.icechunk"
+
+    def write(ds) -> Callable:
+        repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(store)))
+        session = repo.writable_session("main")
+        to_icechunk(ds, session, mode="w")
+        session.commit("bench")
+        return lambda: repo.readonly_session("main").store
+
+    return write
 
 
 def cube_checksum(store: Path) -> tuple[list[int], int]:
@@ -238,10 +233,7 @@ def run_stac2cube_flow(job: dict[str, Any], warm: bool) -> dict[str, Any]:
     result["seconds"] = time.perf_counter() - t0
     state.result()  # raises if the flow failed
     if warm:
-        try:
-            result["tasks"] = task_durations(state.state_details.flow_run_id)
-        except Exception as exc:  # the profile is a bonus: never fail the run for it
-            result["tasks_error"] = f"{type(exc).__name__}: {exc}"
+        result.update(task_profile(state))
     result["shape"], result["checksum"] = cube_checksum(store)
     return result
 
@@ -307,8 +299,8 @@ def run_stac2cube_stages(job: dict[str, Any]) -> dict[str, Any]:
 WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "rasterio": lambda job: run_rasterio(job, threads=1),
     "rasterio-threads": lambda job: run_rasterio(job, threads=os.cpu_count() or 1),
-    "stackstac-zarr": run_stackstac_zarr,
-    "stackstac-icechunk": run_stackstac_icechunk,
+    "stackstac-zarr": lambda job: run_stackstac(job, zarr_writer),
+    "stackstac-icechunk": lambda job: run_stackstac(job, icechunk_writer),
     "stac2cube-flow": lambda job: run_stac2cube_flow(job, warm=False),
     "stac2cube-warm": lambda job: run_stac2cube_flow(job, warm=True),
     "stac2cube-stages": run_stac2cube_stages,
@@ -462,10 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where catalog and cubes go (default: a temporary directory, removed at the end)",
     )
-    parser.add_argument(
-        "--no-results", action="store_true", help=f"do not write {RESULTS.name}, only print"
-    )
-    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "JOB"), help=argparse.SUPPRESS)
+    add_common_arguments(parser, RESULTS)
     args = parser.parse_args(argv)
     if args.worker:
         method = args.worker[0]
@@ -494,20 +483,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(base, ignore_errors=True)
-    print(report)
-    if not args.no_results:
-        write_results(RESULTS, report)
-        print(f"\nwrote {RESULTS}")
+    publish(report, RESULTS, write=not args.no_results)
     return 0
 
 
 def benchmark(args, methods, size, base, command, machine_line, started) -> str:
-    from stac2cube.testing.pgstac import start_local_stac_api
-
-    t0 = time.perf_counter()
-    catalog = write_scenes(base / "catalog", args.scenes, size, BANDS)
-    catalog_s = time.perf_counter() - t0
-    cog_bytes = sum(p.stat().st_size for p in (base / "catalog").rglob("*.tif"))
+    catalog, catalog_s, cog_bytes = write_scenes_timed(base / "catalog", args.scenes, size, BANDS)
     bounds, epsg = tile_bounds(size)
     bbox, grid = checked_bbox(bounds, epsg)
     x0, _, _, y1 = bounds
@@ -523,13 +504,8 @@ def benchmark(args, methods, size, base, command, machine_line, started) -> str:
         f"EPSG:{epsg} bounds {grid.bounds}; bbox {bbox}"
     )
 
-    prefect_home = base / "prefect-home"
-    prefect_home.mkdir(exist_ok=True)
-    env = worker_env(prefect_home)
-    t0 = time.perf_counter()
-    api = start_local_stac_api(collections=catalog.collections, items=catalog.items)
-    api_s = time.perf_counter() - t0
-    print(f"local STAC API at {api.url} (started in {api_s:.1f} s)")
+    env = worker_env(base / "prefect-home")
+    api = start_api(catalog)
     job = {
         "base": str(base / "runs"),
         "url": api.url,

@@ -47,9 +47,10 @@ from _common import (
     effective_size,
     fmt_ratio,
     machine,
+    plain_stack,
+    publish,
     rss_result,
     tile_bounds,
-    write_results,
     write_scenes,
 )
 
@@ -85,19 +86,7 @@ def timed(fn) -> tuple[float, float]:
 
 def xarray_ndvi(job: dict[str, Any], out: Path) -> None:
     """The hand-written baseline: stackstac, reflectance by the documented formula, 3 indices."""
-    import numpy as np
-    import stackstac
-    from pystac_client import Client
-
-    items = list(
-        Client.open(job["url"]).search(collections=[COLLECTION], bbox=job["bbox"],
-                                       limit=100).items_as_dicts()
-    )  # fmt: skip
-    data = stackstac.stack(
-        items, assets=["blue", "green", "red", "nir", "swir16"], epsg=job["epsg"], resolution=10,
-        bounds=tuple(job["bounds"]), rescale=False, dtype=np.dtype("uint16"),
-        fill_value=np.uint16(0), xy_coords="center", chunksize=512,
-    )  # fmt: skip
+    data = plain_stack(job, COLLECTION, ["blue", "green", "red", "nir", "swir16"])
     refl = ((data.astype("float32") - 1000) / 10000).where(data != 0)
     b, r, n, s = (refl.sel(band=k) for k in ("blue", "red", "nir", "swir16"))
     import xarray as xr
@@ -188,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {wall:.2f} | {fmt_ratio(wall, plain)} | {max(m for _, m in runs):.0f} |"
         )
     report = "\n".join(lines)
-    print(report + "\n")
-    write_results(RESULTS, report)
+    publish(report, RESULTS)
     return 0
 
 
