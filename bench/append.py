@@ -55,35 +55,52 @@ Timing is never part of the pytest suite; this script is run by hand.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import math
-import os
-import platform
-import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from _common import (
+    FIRST_DAY,
+    RssSampler,
+    add_common_arguments,
+    checked_bbox,
+    cube_store,
+    flow_kwargs,
+    fmt_ratio,
+    grid_bounds,
+    machine,
+    prefect_init,
+    publish,
+    remove_subdirs,
+    rss_result,
+    run_worker,
+    start_api,
+    task_profile,
+    uint_sum,
+    versions,
+    worker_env,
+    worker_main,
+    write_scenes_timed,
+)
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS_append.md"
 DEFAULT_WORKDIR = HERE / "out" / "append"
-COLLECTION = "sentinel-2-c1-l2a"
-FIRST_DAY = dt.date(2024, 6, 1)
 #: 10 m bands of Sentinel-2 (what ``--bands`` picks from, in this order)
 TEN_M_BANDS = ["B04", "B08", "B02", "B03"]
 METHODS = ["stac2cube", "stac2cube-nohb", "rewrite"]
 #: the incremental methods (compared with ``rewrite``)
 INCREMENTAL = ["stac2cube", "stac2cube-nohb"]
-INTERPRETATION_START = "## Interpretation"
+#: packages whose versions the report names
+VERSIONED = ["stac2cube", "icechunk", "zarr", "xarray", "dask", "prefect", "stackstac"]
 #: modules every worker imports before its clock starts
 IMPORTS = [
     "numpy",
@@ -114,133 +131,16 @@ def tile_size(px: int) -> int:
     return 6 * math.ceil((px + 4) / 6)
 
 
-def write_scenes(root: Path, n_scenes: int, size: int, bands: list[str]):
-    """The synthetic catalog: ``n_scenes`` daily acquisitions of tile A."""
-    from stac2cube.testing.synthetic import TILE_A, SceneSpec, write_catalog
-
-    tile, epsg, origin = TILE_A
-    scenes = [
-        SceneSpec(
-            tile=tile,
-            epsg=epsg,
-            origin=origin,
-            datetime=dt.datetime.combine(day(k), dt.time(10, 30, 21), tzinfo=dt.UTC),
-            platform="sentinel-2a" if k % 2 == 0 else "sentinel-2b",
-            style="earth-search-c1",
-            collection=COLLECTION,
-            size=size,
-            seed=k,
-        )
-        for k in range(n_scenes)
-    ]
-    return write_catalog(root, scenes, bands=bands)
-
-
-def grid_bounds(px: int) -> tuple[tuple[float, float, float, float], int]:
-    """Projected bounds (``px`` x ``px`` at 10 m, 2 px inside tile A's corner) and EPSG."""
-    from stac2cube.testing.synthetic import TILE_A
-
-    _, epsg, (x0, y1) = TILE_A
-    left, top = x0 + 20.0, y1 - 20.0
-    return (left, top - 10.0 * px, left + 10.0 * px, top), epsg
-
-
-def bbox_for_bounds(bounds: tuple[float, float, float, float], epsg: int) -> list[float]:
-    """A WGS 84 bbox whose stac2cube grid (10 m, ``epsg``) is exactly ``bounds``.
-
-    stac2cube projects the bbox's densified outline and snaps its envelope outward to 10 m; this
-    solves (Newton, numeric Jacobian) for the bbox whose projected envelope lies 5 m inside each
-    edge of ``bounds`` (the same solver as ``bench/build_cube.py``).
-    """
-    import numpy as np
-    from pyproj import Transformer
-
-    to_utm = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
-    to_geo = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
-    target = np.array(bounds) + np.array([5.0, 5.0, -5.0, -5.0])
-
-    def envelope(b: np.ndarray) -> np.ndarray:
-        return np.array(to_utm.transform_bounds(*b, densify_pts=21))
-
-    bbox = np.array(to_geo.transform_bounds(*target, densify_pts=21))
-    for _ in range(20):
-        err = envelope(bbox) - target
-        if np.abs(err).max() < 0.5:
-            break
-        step = 1e-5
-        jac = np.column_stack(
-            [(envelope(bbox + step * np.eye(4)[k]) - envelope(bbox)) / step for k in range(4)]
-        )
-        bbox = bbox - np.linalg.solve(jac, err)
-    return [round(float(v), 9) for v in bbox]
-
-
 # ------------------------------------------------------------------------------------------
 # measurement helpers (run in the worker subprocess)
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_bytes() -> int:
-    """Current resident set size of this process."""
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * PAGE
-
-
-class RssSampler:
-    """Samples this process's RSS every ``interval`` seconds in a thread; ``peak`` is the max."""
-
-    def __init__(self, interval: float = 0.01) -> None:
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self.before = rss_bytes()
-        self.peak = self.before
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
-
-
-def flow_kwargs(job: dict[str, Any], store: str, start: str, end: str) -> dict[str, Any]:
-    return {
-        "mission": "sentinel-2-l2a",
-        "bbox": job["bbox"],
-        "start": start,
-        "end": end,
-        "catalog": job["url"],
-        "collection": COLLECTION,
-        "bands": job["bands"],
-        "crs": f"EPSG:{job['epsg']}",
-        "store": store,
-    }
 
 
 def last_step_sum(store, var: str) -> tuple[int, int]:
     """Length along time of ``var`` and the sum of its last step's stored integers."""
-    import numpy as np
     import zarr
 
     array = zarr.open_group(store, mode="r")[var]
-    return int(array.shape[0]), int(np.asarray(array[-1]).astype("uint64").sum())
-
-
-def cube_store(path: str):
-    """The read-only zarr store of the cube's latest snapshot."""
-    from stac2cube.store import open_repo
-
-    return open_repo(path).readonly_session("main").store
+    return int(array.shape[0]), uint_sum(array[-1])
 
 
 def median_s(fn, reps: int) -> float:
@@ -286,26 +186,6 @@ def state_stats(path: str, reps: int = 5) -> dict[str, Any]:
         "ledger_dumps_s": dumps_s,
         "steps": len(state.ledger),
     }
-
-
-def task_durations(flow_run_id) -> dict[str, float]:
-    """Prefect's own run time of each task of a flow run, summed by task name."""
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    async def read() -> list:
-        async with get_client() as client:
-            flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-            return await client.read_task_runs(flow_run_filter=flt)
-
-    out: dict[str, float] = {}
-    runs = asyncio.run(read())
-    for run in sorted(runs, key=lambda r: r.start_time or r.expected_start_time):
-        name = run.name.rsplit("-", 1)[0]
-        out[name] = out.get(name, 0.0) + run.total_run_time.total_seconds()
-    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -362,13 +242,8 @@ def ledger_cost(cubes: dict[str, str], extrapolate: int, reps: int = 5) -> dict[
     def like_plan(ledger: list) -> int:
         return len(ledger)
 
-    def median_ms(fn, reps: int = reps) -> float:
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return 1000 * statistics.median(times)
+    def median_ms(fn) -> float:
+        return 1000 * median_s(fn, reps)
 
     @flow(name="ledger-argument-cost")
     def probe() -> dict[str, Any]:
@@ -423,10 +298,7 @@ def _run_stac2cube(job: dict[str, Any]) -> dict[str, Any]:
     if (summary["added_time_steps"], summary["time_steps"]) != (1, n + 1):
         raise RuntimeError(f"append did not add one step to {n}: {summary}")
     result = {"seconds": seconds, "warmup_s": warmup_s, **rss_result(rss)}
-    try:
-        result["tasks"] = task_durations(state.state_details.flow_run_id)
-    except Exception as exc:  # the profile is a bonus: never fail the run for it
-        result["tasks_error"] = f"{type(exc).__name__}: {exc}"
+    result.update(task_profile(state))
     result["steps"], result["checksum"] = last_step_sum(cube_store(store), job["bands"][0])
     result["state"] = state_stats(store)
     return result
@@ -546,26 +418,6 @@ def run_rewrite(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def rss_result(rss: RssSampler) -> dict[str, float]:
-    return {
-        "rss_before_mb": rss.before / 2**20,
-        "rss_growth_mb": (rss.peak - rss.before) / 2**20,
-    }
-
-
-def prefect_init(job: dict[str, Any]) -> dict[str, Any]:
-    """Run a trivial flow once so that PREFECT_HOME holds a migrated database."""
-    from prefect import flow
-
-    @flow
-    def noop() -> int:
-        return 1
-
-    t0 = time.perf_counter()
-    noop()
-    return {"seconds": time.perf_counter() - t0}
-
-
 WORKERS = {
     "build": run_build,
     "stac2cube": run_stac2cube,
@@ -576,69 +428,8 @@ WORKERS = {
 }
 
 
-def worker_main(kind: str, job_path: Path) -> None:
-    """Entry point of a worker subprocess: import, run ``kind``, write the result JSON."""
-    import importlib
-
-    job = json.loads(job_path.read_text())
-    t0 = time.perf_counter()
-    for name in IMPORTS:
-        importlib.import_module(name)
-    import_s = time.perf_counter() - t0
-    load_before = os.getloadavg()[0]
-    result = WORKERS[kind](job)
-    result.update(
-        load_before=load_before,
-        import_s=import_s,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    )
-    Path(job["result"]).write_text(json.dumps(result))
-
-
 # ------------------------------------------------------------------------------------------
 # orchestration
-
-
-def worker_env(prefect_home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update(
-        PREFECT_HOME=str(prefect_home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        # the default 20 s is too short on a busy 2-core machine
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PYTHONWARNINGS="ignore",
-    )
-    return env
-
-
-def run_worker(kind: str, job: dict[str, Any], env: dict[str, str], work: Path) -> dict:
-    """Run worker ``kind`` in a fresh interpreter (own session); return its result dict."""
-    work.mkdir(parents=True, exist_ok=True)
-    job = {**job, "result": str(work / f"{kind}.result.json")}
-    job_path = work / f"{kind}.job.json"
-    job_path.write_text(json.dumps(job))
-    log = work / f"{kind}.log"
-    with open(log, "wb") as out:
-        # own session: the ephemeral Prefect server the worker starts goes with its group
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", kind, str(job_path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=work,
-            start_new_session=True,
-        )
-        try:
-            returncode = proc.wait(timeout=900)
-        finally:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-    if returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"worker {kind} failed (exit {returncode}):\n{tail}")
-    return json.loads(Path(job["result"]).read_text())
 
 
 def file_sizes(root: Path) -> dict[str, int]:
@@ -657,32 +448,6 @@ def added_bytes(before: dict[str, int], after: Path) -> dict[str, dict[str, int]
         entry["files"] += 1
         entry["bytes"] += size
     return out
-
-
-def machine() -> str:
-    mem_kib = 0
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-    cpu = platform.machine()
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as fh:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
-    return (
-        f"nproc {os.cpu_count()} ({cpu}), {mem_kib / 1024**2:.1f} GiB RAM, load average "
-        f"{os.getloadavg()[0]:.2f} at start; Python {platform.python_version()}"
-    )
-
-
-def versions() -> str:
-    from importlib.metadata import version
-
-    names = ["stac2cube", "icechunk", "zarr", "xarray", "dask", "prefect", "stackstac"]
-    return ", ".join(f"{n} {version(n)}" for n in names)
-
-
-def fmt_ratio(a: float | None, b: float | None, digits: int = 2) -> str:
-    return f"{a / b:.{digits}f}" if a and b else "-"
 
 
 # ------------------------------------------------------------------------------------------
@@ -875,14 +640,6 @@ def tree_state() -> str:
     )
 
 
-def previous_interpretation() -> str:
-    if not RESULTS.exists():
-        return ""
-    text = RESULTS.read_text()
-    at = text.find(INTERPRETATION_START)
-    return text[at:].strip() if at >= 0 else ""
-
-
 # ------------------------------------------------------------------------------------------
 # main
 
@@ -934,13 +691,10 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_WORKDIR,
         help="catalog, cubes and logs (git-ignored default bench/out/append; emptied first)",
     )
-    parser.add_argument(
-        "--no-results", action="store_true", help=f"do not write {RESULTS.name}, only print"
-    )
-    parser.add_argument("--worker", nargs=2, metavar=("KIND", "JOB"), help=argparse.SUPPRESS)
+    add_common_arguments(parser, RESULTS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker_main(args.worker[0], Path(args.worker[1]))
+        worker_main(args.worker[0], Path(args.worker[1]), WORKERS, IMPORTS)
         return 0
     sizes = sorted(set(args.sizes))
     if sizes[0] < 1 or args.px < 8 or args.repeat < 1:
@@ -951,20 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now().astimezone()
     machine_line = machine()
     report = benchmark(args, sizes, command.strip(), machine_line, started)
-    print(report)
-    if not args.no_results:
-        interpretation = previous_interpretation() or (
-            f"{INTERPRETATION_START}\n\n(To be written by hand after a run; kept across runs.)"
-        )
-        RESULTS.write_text(f"{report}\n\n{interpretation}\n")
-        print(f"\nwrote {RESULTS}")
+    publish(report, RESULTS, write=not args.no_results)
     return 0
 
 
 def benchmark(args, sizes: list[int], command: str, machine_line: str, started) -> str:
-    from stac2cube.grid import grid_for_bbox
-    from stac2cube.testing.pgstac import start_local_stac_api
-
     base = args.workdir.resolve()
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
@@ -974,15 +719,9 @@ def benchmark(args, sizes: list[int], command: str, machine_line: str, started) 
     t_all = time.perf_counter()
     tree = tree_state()
 
-    t0 = time.perf_counter()
-    catalog = write_scenes(base / "catalog", n_scenes, size, bands)
-    catalog_s = time.perf_counter() - t0
-    cog_bytes = sum(p.stat().st_size for p in (base / "catalog").rglob("*.tif"))
+    catalog, catalog_s, cog_bytes = write_scenes_timed(base / "catalog", n_scenes, size, bands)
     bounds, epsg = grid_bounds(args.px)
-    bbox = bbox_for_bounds(bounds, epsg)
-    grid = grid_for_bbox(tuple(bbox), 10.0, epsg)
-    if not all(math.isclose(a, b) for a, b in zip(grid.bounds, bounds, strict=True)):
-        raise SystemExit(f"bbox {bbox} gives grid {grid.bounds}, not {bounds}")
+    bbox, grid = checked_bbox(bounds, epsg)
     data_line = (
         f"{n_scenes} scenes (one a day from {day(0)}) x {len(bands)} bands ({' '.join(bands)}) "
         f"x {size}x{size} px deflate COGs ({cog_bytes / 1e6:.0f} MB), written in "
@@ -992,13 +731,8 @@ def benchmark(args, sizes: list[int], command: str, machine_line: str, started) 
     )
     print(f"catalog: {data_line}")
 
-    prefect_home = base / "prefect-home"
-    prefect_home.mkdir()
-    env = worker_env(prefect_home)
-    t0 = time.perf_counter()
-    with start_local_stac_api(collections=catalog.collections, items=catalog.items) as api:
-        api_s = time.perf_counter() - t0
-        print(f"local STAC API at {api.url} (started in {api_s:.1f} s)")
+    env = worker_env(base / "prefect-home", log_level="WARNING")
+    with start_api(catalog) as api:
         job = {"url": api.url, "bbox": bbox, "epsg": epsg, "bands": bands}
         init = run_worker("prefect-init", job, env, base / "logs")
         print(f"Prefect database initialised ({init['seconds']:.1f} s)")
@@ -1040,9 +774,7 @@ def benchmark(args, sizes: list[int], command: str, machine_line: str, started) 
                             work,
                         )
                         res["written_bytes"] = sum(file_sizes(out).values())
-                    for child in work.iterdir():  # free the disk; logs stay
-                        if child.is_dir():
-                            shutil.rmtree(child, ignore_errors=True)
+                    remove_subdirs(work)  # free the disk; logs stay
                     runs[method].setdefault(n, []).append(res)
                     print(
                         f"repeat {r + 1}/{args.repeat} N = {n:>4} {method:<14} "
@@ -1091,7 +823,7 @@ def benchmark(args, sizes: list[int], command: str, machine_line: str, started) 
         "127.0.0.1). Base cubes of N steps (days 0..N-1) built once with `get_stac_layers`, one "
         "commit each; every stac2cube repeat appends day N to a fresh `copytree` copy.",
         "",
-        f"Versions: {versions()}; tree measured: {tree}"
+        f"Versions: {versions(VERSIONED)}; tree measured: {tree}"
         + ("." if tree == tree_state() else " (it changed during the run!)."),
         "",
         "Each cell: a fresh subprocess per (method, N, repeat), the append call alone timed "

@@ -46,14 +46,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import math
 import os
-import platform
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,13 +57,37 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from _common import (
+    COLLECTION,
+    FIRST_DAY,
+    add_common_arguments,
+    bbox_for_bounds,
+    checked_bbox,
+    cube_store,
+    effective_size,
+    flow_kwargs,
+    fmt_ratio,
+    machine,
+    plain_stack,
+    prefect_init,
+    publish,
+    remove_subdirs,
+    run_worker,
+    start_api,
+    task_profile,
+    tile_bounds,
+    uint_sum,
+    versions,
+    worker_env,
+    worker_main,
+    write_scenes_timed,
+)
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 BANDS = ["B02", "B03", "B04", "B08"]
 #: Earth Search asset keys of BANDS (what plain stackstac is given)
 ASSETS = ["blue", "green", "red", "nir"]
-COLLECTION = "sentinel-2-c1-l2a"
-FIRST_DAY = dt.date(2024, 6, 1)
 METHODS = [
     "rasterio",
     "rasterio-threads",
@@ -79,87 +98,10 @@ METHODS = [
     "stac2cube-stages",
 ]
 FLOOR, BASELINE = "rasterio-threads", "stackstac-zarr"
-INTERPRETATION_START = "## Interpretation"
-
-
-# ------------------------------------------------------------------------------------------
-# catalog and grid
-
-
-def effective_size(size: int) -> int:
-    """``size`` rounded down to a multiple of 6 (the synthetic writer's 60 m pixels need it)."""
-    return max(6, size - size % 6)
-
-
-def write_scenes(root: Path, n_scenes: int, size: int):
-    """The synthetic catalog: ``n_scenes`` daily acquisitions of tile A, bands :data:`BANDS`."""
-    from stac2cube.testing.synthetic import TILE_A, SceneSpec, write_catalog
-
-    tile, epsg, origin = TILE_A
-    scenes = [
-        SceneSpec(
-            tile=tile,
-            epsg=epsg,
-            origin=origin,
-            datetime=dt.datetime.combine(
-                FIRST_DAY + dt.timedelta(days=k), dt.time(10, 30, 21), tzinfo=dt.UTC
-            ),
-            platform="sentinel-2a" if k % 2 == 0 else "sentinel-2b",
-            style="earth-search-c1",
-            collection=COLLECTION,
-            size=size,
-            seed=k,
-        )
-        for k in range(n_scenes)
-    ]
-    return write_catalog(root, scenes, bands=BANDS)
-
-
-def tile_bounds(size: int) -> tuple[tuple[float, float, float, float], int]:
-    """Projected bounds and EPSG code of tile A at ``size`` 10 m pixels."""
-    from stac2cube.testing.synthetic import TILE_A
-
-    _, epsg, (x0, y1) = TILE_A
-    return (x0, y1 - 10.0 * size, x0 + 10.0 * size, y1), epsg
-
-
-def bbox_for_bounds(bounds: tuple[float, float, float, float], epsg: int) -> list[float]:
-    """A WGS 84 bbox whose stac2cube grid (10 m, ``epsg``) is exactly ``bounds``.
-
-    stac2cube projects the bbox's densified outline and snaps its envelope outward to 10 m; this
-    solves (Newton, numeric Jacobian) for the bbox whose projected envelope lies 5 m inside each
-    edge of ``bounds``, so the grid covers the tile and nothing beyond it.
-    """
-    import numpy as np
-    from pyproj import Transformer
-
-    to_utm = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
-    to_geo = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
-    target = np.array(bounds) + np.array([5.0, 5.0, -5.0, -5.0])
-
-    def envelope(b: np.ndarray) -> np.ndarray:
-        return np.array(to_utm.transform_bounds(*b, densify_pts=21))
-
-    bbox = np.array(to_geo.transform_bounds(*target, densify_pts=21))
-    for _ in range(20):
-        err = envelope(bbox) - target
-        if np.abs(err).max() < 0.5:
-            break
-        step = 1e-5
-        jac = np.column_stack(
-            [(envelope(bbox + step * np.eye(4)[k]) - envelope(bbox)) / step for k in range(4)]
-        )
-        bbox = bbox - np.linalg.solve(jac, err)
-    return [round(float(v), 9) for v in bbox]
 
 
 # ------------------------------------------------------------------------------------------
 # measurement helpers (run in the worker subprocess)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @contextmanager
@@ -170,13 +112,6 @@ def timed(stages: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
-
-
-def uint_sum(array) -> int:
-    """Exact sum of an integer array (a checksum for comparing methods)."""
-    import numpy as np
-
-    return int(np.asarray(array).astype("uint64").sum())
 
 
 def zarr_checksum(store, var: str) -> tuple[list[int], int]:
@@ -223,105 +158,63 @@ def run_rasterio(job: dict[str, Any], threads: int) -> dict[str, Any]:
 
 def stackstac_cube(job: dict[str, Any]):
     """pystac-client search + plain ``stackstac.stack`` -> ``(time, band, y, x)`` Dataset."""
-    import numpy as np
-    import stackstac
-    from pystac_client import Client
-
-    client = Client.open(job["url"])
-    items = list(
-        client.search(
-            collections=[COLLECTION],
-            bbox=job["bbox"],
-            datetime=f"{job['start']}/{job['end']}T23:59:59Z",
-            limit=100,
-        ).items_as_dicts()
-    )
-    data = stackstac.stack(
-        items,
-        assets=ASSETS,
-        epsg=job["epsg"],
-        resolution=10,
-        bounds=tuple(job["bounds"]),
-        rescale=False,
-        dtype=np.dtype("uint16"),
-        fill_value=np.uint16(0),
-        xy_coords="center",
-        chunksize=512,
-    )
+    period = f"{job['start']}/{job['end']}T23:59:59Z"
+    data = plain_stack(job, COLLECTION, ASSETS, period)
     data = data.drop_vars([n for n, c in data.coords.items() if c.dtype == object])
     data.attrs = {}  # stackstac's RasterSpec / Affine are not JSON attributes
     return data.to_dataset("band")
 
 
-def run_stackstac_zarr(job: dict[str, Any]) -> dict[str, Any]:
-    """Baseline: search, stack, ``to_zarr`` (Zarr v3 directory store, threaded dask)."""
-    import warnings
+def run_stackstac(job: dict[str, Any], writer: Callable[[Path], Callable]) -> dict[str, Any]:
+    """Search and stack (:func:`stackstac_cube`) and write the Dataset, timed together.
 
-    store = Path(job["work"]) / "stackstac.zarr"
+    ``writer(work)`` imports what it needs (before the clock starts) and returns the writing
+    function; that returns a function giving the written zarr store, to check the result after
+    the clock stops.
+    """
+    write = writer(Path(job["work"]))
     t0 = time.perf_counter()
-    ds = stackstac_cube(job)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # consolidated metadata is not part of the v3 spec
-        ds.to_zarr(store, mode="w", zarr_format=3)
+    written = write(stackstac_cube(job))
     seconds = time.perf_counter() - t0
-    shape, checksum = zarr_checksum(str(store), "red")
+    shape, checksum = zarr_checksum(written(), "red")
     return {"seconds": seconds, "shape": shape, "checksum": checksum}
 
 
-def run_stackstac_icechunk(job: dict[str, Any]) -> dict[str, Any]:
+def zarr_writer(work: Path) -> Callable:
+    """Baseline: ``to_zarr`` (Zarr v3 directory store, threaded dask)."""
+    import warnings
+
+    store = work / "stackstac.zarr"
+
+    def write(ds) -> Callable:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # consolidated metadata is not part of the v3 spec
+            ds.to_zarr(store, mode="w", zarr_format=3)
+        return lambda: str(store)
+
+    return write
+
+
+def icechunk_writer(work: Path) -> Callable:
     """The baseline's array written to a new icechunk repository and committed."""
     import icechunk
     from icechunk.xarray import to_icechunk
 
-    store = Path(job["work"]) / "stackstac.icechunk"
-    t0 = time.perf_counter()
-    ds = stackstac_cube(job)
-    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(store)))
-    session = repo.writable_session("main")
-    to_icechunk(ds, session, mode="w")
-    session.commit("bench")
-    seconds = time.perf_counter() - t0
-    shape, checksum = zarr_checksum(repo.readonly_session("main").store, "red")
-    return {"seconds": seconds, "shape": shape, "checksum": checksum}
+    store = work / "stackstac.icechunk"
 
+    def write(ds) -> Callable:
+        repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(store)))
+        session = repo.writable_session("main")
+        to_icechunk(ds, session, mode="w")
+        session.commit("bench")
+        return lambda: repo.readonly_session("main").store
 
-def flow_kwargs(job: dict[str, Any], store: Path, bbox: list[float] | None = None) -> dict:
-    return {
-        "mission": "sentinel-2-l2a",
-        "bbox": bbox or job["bbox"],
-        "start": job["start"],
-        "end": job["end"],
-        "catalog": job["url"],
-        "collection": COLLECTION,
-        "bands": BANDS,
-        "crs": f"EPSG:{job['epsg']}",
-        "store": str(store),
-    }
+    return write
 
 
 def cube_checksum(store: Path) -> tuple[list[int], int]:
-    from stac2cube.store import open_repo
-
-    return zarr_checksum(open_repo(store).readonly_session("main").store, "B04")
-
-
-def task_durations(flow_run_id) -> dict[str, float]:
-    """Prefect's own run time of each task of a flow run, summed by task name."""
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    async def read() -> list:
-        async with get_client() as client:
-            flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-            return await client.read_task_runs(flow_run_filter=flt)
-
-    out: dict[str, float] = {}
-    for run in sorted(asyncio.run(read()), key=lambda r: r.start_time or r.expected_start_time):
-        name = run.name.rsplit("-", 1)[0]
-        out[name] = out.get(name, 0.0) + run.total_run_time.total_seconds()
-    return out
+    """:func:`zarr_checksum` of B04 in the stac2cube cube at ``store``."""
+    return zarr_checksum(cube_store(store), "B04")
 
 
 def run_stac2cube_flow(job: dict[str, Any], warm: bool) -> dict[str, Any]:
@@ -332,7 +225,7 @@ def run_stac2cube_flow(job: dict[str, Any], warm: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if warm:
         t0 = time.perf_counter()
-        get_stac_layers(**flow_kwargs(job, work / "warmup.icechunk", job["small_bbox"]))
+        get_stac_layers(**flow_kwargs(job, work / "warmup.icechunk", bbox=job["small_bbox"]))
         result["warmup_seconds"] = time.perf_counter() - t0
     store = work / "stac2cube.icechunk"
     t0 = time.perf_counter()
@@ -340,10 +233,7 @@ def run_stac2cube_flow(job: dict[str, Any], warm: bool) -> dict[str, Any]:
     result["seconds"] = time.perf_counter() - t0
     state.result()  # raises if the flow failed
     if warm:
-        try:
-            result["tasks"] = task_durations(state.state_details.flow_run_id)
-        except Exception as exc:  # the profile is a bonus: never fail the run for it
-            result["tasks_error"] = f"{type(exc).__name__}: {exc}"
+        result.update(task_profile(state))
     result["shape"], result["checksum"] = cube_checksum(store)
     return result
 
@@ -406,24 +296,11 @@ def run_stac2cube_stages(job: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "stages": stages, "shape": shape, "checksum": checksum}
 
 
-def prefect_init(job: dict[str, Any]) -> dict[str, Any]:
-    """Run a trivial flow once so that PREFECT_HOME holds a migrated database."""
-    from prefect import flow
-
-    @flow
-    def noop() -> int:
-        return 1
-
-    t0 = time.perf_counter()
-    noop()
-    return {"seconds": time.perf_counter() - t0}
-
-
 WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "rasterio": lambda job: run_rasterio(job, threads=1),
     "rasterio-threads": lambda job: run_rasterio(job, threads=os.cpu_count() or 1),
-    "stackstac-zarr": run_stackstac_zarr,
-    "stackstac-icechunk": run_stackstac_icechunk,
+    "stackstac-zarr": lambda job: run_stackstac(job, zarr_writer),
+    "stackstac-icechunk": lambda job: run_stackstac(job, icechunk_writer),
     "stac2cube-flow": lambda job: run_stac2cube_flow(job, warm=False),
     "stac2cube-warm": lambda job: run_stac2cube_flow(job, warm=True),
     "stac2cube-stages": run_stac2cube_stages,
@@ -443,95 +320,21 @@ IMPORTS: dict[str, list[str]] = {
 }
 
 
-def worker_main(method: str, job_path: Path) -> None:
-    """Entry point of a worker subprocess: import, run ``method``, write the result JSON."""
-    import importlib
-
-    job = json.loads(job_path.read_text())
-    t0 = time.perf_counter()
-    for name in IMPORTS[method]:
-        importlib.import_module(name)
-    import_seconds = time.perf_counter() - t0
-    result = WORKERS[method](job)
-    result.update(import_seconds=import_seconds, peak_rss_mb=peak_rss_mb())
-    Path(job["result"]).write_text(json.dumps(result))
-
-
 # ------------------------------------------------------------------------------------------
 # orchestration
 
 
-def worker_env(prefect_home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update(
-        PREFECT_HOME=str(prefect_home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        # the default 20 s is too short on a busy 2-core machine
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-        PYTHONWARNINGS="ignore",
-    )
-    return env
+def run_method(method: str, job: dict[str, Any], env: dict[str, str], tag: str) -> dict:
+    """Run ``method`` in a fresh worker in the new folder ``runs/TAG``; return its result.
 
-
-def run_worker(method: str, job: dict[str, Any], env: dict[str, str], tag: str) -> dict:
-    """Run ``method`` in a fresh interpreter; return its result dict (raise on failure)."""
+    The cubes it wrote are removed once measured (its job file, result and log stay).
+    """
     work = Path(job["base"]) / tag
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    job = {**job, "work": str(work), "result": str(work / "result.json")}
-    job_path = work / "job.json"
-    job_path.write_text(json.dumps(job))
-    log = work / "worker.log"
-    with open(log, "wb") as out:
-        proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", method, str(job_path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=work,
-            timeout=900,
-            check=False,
-        )
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"worker {method} failed (exit {proc.returncode}):\n{tail}")
-    result = json.loads(Path(job["result"]).read_text())
-    # free the disk: the cubes are not needed once measured
-    for child in work.iterdir():
-        if child.is_dir():
-            shutil.rmtree(child, ignore_errors=True)
+    result = run_worker(method, {**job, "work": str(work)}, env, work)
+    remove_subdirs(work)  # free the disk
     return result
-
-
-def machine() -> str:
-    mem_kib = 0
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0]
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {mem_kib / 1024**2:.0f} GiB RAM, "
-        f"load average {load:.2f} at start; Python {platform.python_version()}"
-    )
-
-
-def versions() -> str:
-    from importlib.metadata import version
-
-    names = ["stac2cube", "stackstac", "xarray", "zarr", "dask", "icechunk", "prefect", "rasterio"]
-    return ", ".join(f"{n} {version(n)}" for n in names)
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}" if a and b else "-"
 
 
 def summarise(results: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
@@ -561,7 +364,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
     for method, s in summary.items():
         rows.append(
             f"| {method} | {s['median']:.2f} | {s['min']:.2f}-{s['max']:.2f} "
-            f"| {ratio(s['median'], floor)} | {ratio(s['median'], base)} | {s['rss']:.0f} "
+            f"| {fmt_ratio(s['median'], floor)} | {fmt_ratio(s['median'], base)} | {s['rss']:.0f} "
             f"| {s['imports']:.1f} | {'x'.join(map(str, s['shape']))} | {s['checksum']} |"
         )
     return "\n".join(rows)
@@ -622,21 +425,6 @@ def derived(summary: dict[str, dict[str, Any]], results: dict[str, list[dict]]) 
     return [f"* {line}" for line in out]
 
 
-def previous_interpretation() -> str:
-    if not RESULTS.exists():
-        return ""
-    text = RESULTS.read_text()
-    at = text.find(INTERPRETATION_START)
-    return text[at:].strip() if at >= 0 else ""
-
-
-def write_results(report: str) -> None:
-    interpretation = previous_interpretation() or (
-        f"{INTERPRETATION_START}\n\n(To be written by hand after a run; kept across runs.)"
-    )
-    RESULTS.write_text(f"{report}\n\n{interpretation}\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -666,13 +454,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where catalog and cubes go (default: a temporary directory, removed at the end)",
     )
-    parser.add_argument(
-        "--no-results", action="store_true", help=f"do not write {RESULTS.name}, only print"
-    )
-    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "JOB"), help=argparse.SUPPRESS)
+    add_common_arguments(parser, RESULTS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker_main(args.worker[0], Path(args.worker[1]))
+        method = args.worker[0]
+        worker_main(method, Path(args.worker[1]), WORKERS, IMPORTS[method])
         return 0
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -697,26 +483,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(base, ignore_errors=True)
-    print(report)
-    if not args.no_results:
-        write_results(report)
-        print(f"\nwrote {RESULTS}")
+    publish(report, RESULTS, write=not args.no_results)
     return 0
 
 
 def benchmark(args, methods, size, base, command, machine_line, started) -> str:
-    from stac2cube.grid import grid_for_bbox
-    from stac2cube.testing.pgstac import start_local_stac_api
-
-    t0 = time.perf_counter()
-    catalog = write_scenes(base / "catalog", args.scenes, size)
-    catalog_s = time.perf_counter() - t0
-    cog_bytes = sum(p.stat().st_size for p in (base / "catalog").rglob("*.tif"))
+    catalog, catalog_s, cog_bytes = write_scenes_timed(base / "catalog", args.scenes, size, BANDS)
     bounds, epsg = tile_bounds(size)
-    bbox = bbox_for_bounds(bounds, epsg)
-    grid = grid_for_bbox(tuple(bbox), 10.0, epsg)
-    if not all(math.isclose(a, b) for a, b in zip(grid.bounds, bounds, strict=True)):
-        raise SystemExit(f"bbox {bbox} gives grid {grid.bounds}, not the tile {bounds}")
+    bbox, grid = checked_bbox(bounds, epsg)
     x0, _, _, y1 = bounds
     small = bbox_for_bounds((x0 + 600, y1 - 1200, x0 + 1200, y1 - 600), epsg)
     days = [FIRST_DAY + dt.timedelta(days=k) for k in range(args.scenes)]
@@ -730,18 +504,14 @@ def benchmark(args, methods, size, base, command, machine_line, started) -> str:
         f"EPSG:{epsg} bounds {grid.bounds}; bbox {bbox}"
     )
 
-    prefect_home = base / "prefect-home"
-    prefect_home.mkdir(exist_ok=True)
-    env = worker_env(prefect_home)
-    t0 = time.perf_counter()
-    api = start_local_stac_api(collections=catalog.collections, items=catalog.items)
-    api_s = time.perf_counter() - t0
-    print(f"local STAC API at {api.url} (started in {api_s:.1f} s)")
+    env = worker_env(base / "prefect-home")
+    api = start_api(catalog)
     job = {
         "base": str(base / "runs"),
         "url": api.url,
         "bbox": bbox,
         "small_bbox": small,
+        "bands": BANDS,
         "bounds": list(grid.bounds),
         "shape": list(grid.shape),
         "epsg": epsg,
@@ -752,11 +522,11 @@ def benchmark(args, methods, size, base, command, machine_line, started) -> str:
     results: dict[str, list[dict]] = {m: [] for m in methods}
     try:
         if any(m.startswith("stac2cube-") for m in methods):
-            init = run_worker("prefect-init", job, env, "prefect-init")
+            init = run_method("prefect-init", job, env, "prefect-init")
             print(f"Prefect home initialised ({init['seconds']:.1f} s, untimed)")
         for r in range(args.repeat):  # interleaved, so that machine noise hits every method
             for method in methods:
-                res = run_worker(method, job, env, f"{method}-{r}")
+                res = run_method(method, job, env, f"{method}-{r}")
                 results[method].append(res)
                 print(
                     f"  run {r + 1}/{args.repeat} {method:20s} {res['seconds']:7.2f} s  "

@@ -23,7 +23,9 @@ Baselines in the same run: ``xarray-ndvi`` is plain stackstac -> reflectance -> 
 and ``mean("time")`` of the ``plain`` cube's B02-B08 -> ``to_zarr``.
 
 Wall time (median of ``--repeat``) and the process's peak RSS growth during the call (sampled
-every 10 ms) are reported; ratios are to ``plain``. Timing is never part of the test suite.
+every 10 ms) are reported; ratios are to ``plain``. The table is printed and written to
+``bench/RESULTS_options.md``, whose ``## Interpretation`` section is kept from the previous file
+(edit it by hand after a run). Timing is never part of the test suite.
 """
 
 from __future__ import annotations
@@ -39,12 +41,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from append import RssSampler
-from build_cube import bbox_for_bounds, effective_size, machine, tile_bounds
+from _common import (
+    RssSampler,
+    bbox_for_bounds,
+    effective_size,
+    fmt_ratio,
+    machine,
+    plain_stack,
+    publish,
+    rss_result,
+    tile_bounds,
+    write_scenes,
+)
 
 COLLECTION = "bench-options"
 BANDS = ["B02", "B03", "B04", "B08", "B11", "SCL"]
 FIRST_DAY = dt.date(2024, 3, 1)
+RESULTS = Path(__file__).resolve().parent / "RESULTS_options.md"
 VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {"statistics": False},
     "stats": {"statistics": True},
@@ -63,45 +76,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def write_scenes(root: Path, n: int, size: int):
-    from stac2cube.testing.synthetic import TILE_A, SceneSpec, write_catalog
-
-    tile, epsg, origin = TILE_A
-    scenes = [
-        SceneSpec(
-            tile=tile, epsg=epsg, origin=origin, size=size, seed=k, collection=COLLECTION,
-            datetime=dt.datetime.combine(FIRST_DAY + dt.timedelta(days=k * 7),
-                                         dt.time(10, 30, 21), tzinfo=dt.UTC),
-            cloud_rows=size if k % 4 == 3 else 0,  # every fourth scene is all cloud
-        )
-        for k in range(n)
-    ]  # fmt: skip
-    return write_catalog(root, scenes, bands=BANDS)
-
-
 def timed(fn) -> tuple[float, float]:
     with RssSampler() as rss:
         t0 = time.perf_counter()
         fn()
         seconds = time.perf_counter() - t0
-    return seconds, (rss.peak - rss.before) / 2**20
+    return seconds, rss_result(rss)["rss_growth_mb"]
 
 
 def xarray_ndvi(job: dict[str, Any], out: Path) -> None:
     """The hand-written baseline: stackstac, reflectance by the documented formula, 3 indices."""
-    import numpy as np
-    import stackstac
-    from pystac_client import Client
-
-    items = list(
-        Client.open(job["url"]).search(collections=[COLLECTION], bbox=job["bbox"],
-                                       limit=100).items_as_dicts()
-    )  # fmt: skip
-    data = stackstac.stack(
-        items, assets=["blue", "green", "red", "nir", "swir16"], epsg=job["epsg"], resolution=10,
-        bounds=tuple(job["bounds"]), rescale=False, dtype=np.dtype("uint16"),
-        fill_value=np.uint16(0), xy_coords="center", chunksize=512,
-    )  # fmt: skip
+    data = plain_stack(job, COLLECTION, ["blue", "green", "red", "nir", "swir16"])
     refl = ((data.astype("float32") - 1000) / 10000).where(data != 0)
     b, r, n, s = (refl.sel(band=k) for k in ("blue", "red", "nir", "swir16"))
     import xarray as xr
@@ -145,7 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     from stac2cube.testing.pgstac import start_local_stac_api
 
     work = Path(tempfile.mkdtemp(prefix="stac2cube-bench-options-"))
-    cat = write_scenes(work / "catalog", args.scenes, size)
+    cat = write_scenes(
+        work / "catalog",
+        args.scenes,
+        size,
+        BANDS,
+        collection=COLLECTION,
+        first_day=FIRST_DAY,
+        days_apart=7,
+        # one platform; every fourth scene is all cloud
+        scene=lambda k: {"platform": "sentinel-2a", "cloud_rows": size if k % 4 == 3 else 0},
+    )
     bounds, epsg = tile_bounds(size)
     with start_local_stac_api(collections=cat.collections, items=cat.items) as api:
         job = {"url": api.url, "bbox": bbox_for_bounds(bounds, epsg), "epsg": epsg,
@@ -179,11 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, runs in results.items():
         wall = statistics.median(s for s, _ in runs)
         lines.append(
-            f"| {name} | {wall:.2f} | {wall / plain:.2f} | {max(m for _, m in runs):.0f} |"
+            f"| {name} | {wall:.2f} | {fmt_ratio(wall, plain)} | {max(m for _, m in runs):.0f} |"
         )
-    report = "\n".join(lines) + "\n"
-    print(report)
-    (Path(__file__).parent / "RESULTS_options.md").write_text(report)
+    report = "\n".join(lines)
+    publish(report, RESULTS)
     return 0
 
 
