@@ -253,7 +253,7 @@ def _write_period(
     group = f"composites/{period}"
     stored = None if touched is None else _stored(session, cube, group, stats)
     update = None
-    if stored is not None and touched is not None:
+    if stored is not None:
         plan = _all_update if period == "all" else _period_update
         update = plan(cube, stored, period, stats, touched)
     if update is None:
