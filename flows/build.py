@@ -494,10 +494,10 @@ def write_plan(
         ledger = merge_ledger(ledger, entries, replaced)
         record = described_with_range(request, state)
         record["rejected"] = merge_rejected(record.get("rejected", []), rejected, entries)
-        if record.get("composites") and entries:  # the cube's and this request's, all redone
+        if record.get("composites") and entries:  # the periods of the steps this run changed
             from stac2cube.composites import write_composites
 
-            write_composites(session, record["composites"])
+            write_composites(session, record["composites"], [*written, *replaced.values()])
         snapshot = commit_task(
             session,
             record,
