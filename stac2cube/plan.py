@@ -1,4 +1,4 @@
-"""Plan stage: compare the catalog's time steps with the cube's ledger.
+"""Planning: compare the catalog's time steps with the cube's ledger.
 
 The ledger, not Prefect state, decides what is new:
 
@@ -25,11 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
+from stac2cube._log import get_logger
 from stac2cube.items import acquisition, processing_rank, same_acquisition
-from stac2cube.tasks.group import TimeStep
+from stac2cube.steps import TimeStep
 
 
 def processing_stamp(item: dict[str, Any]) -> list:
@@ -172,14 +170,8 @@ def rejected_entry(step: TimeStep) -> dict[str, Any]:
     }
 
 
-@task(name="plan", cache_policy=NO_CACHE)
-def plan_task(
-    steps: list[TimeStep], ledger: list[dict[str, Any]], rejected: list[dict[str, Any]] = ()
-) -> Plan:
-    """Prefect task: :func:`plan_changes`, logged."""
-    from stac2cube._log import get_logger
-
-    plan = plan_changes(steps, ledger, rejected)
+def log_plan(plan: Plan) -> None:
+    """Log what ``plan`` will write, and warn of the steps it keeps as they are."""
     log = get_logger()
     log.info(
         "plan: %d time steps to add, %d to replace (reprocessed or new scenes), %d unchanged",
@@ -194,4 +186,3 @@ def plan_task(
             key,
             ", ".join(ids),
         )
-    return plan

@@ -1,4 +1,4 @@
-"""Group stage: drop duplicate granules and gather the scenes of one solar day into a time step.
+"""Time steps: drop duplicate granules and gather the scenes of one solar day into a time step.
 
 Duplicates are the same acquisition served more than once (reprocessed baselines, ``_0``/``_1``
 sequence numbers, different ground stations), told apart by the identifiers the items carry (see
@@ -18,9 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
+from stac2cube._log import get_logger
 from stac2cube.items import (
     SAME_PASS_SECONDS,
     acquisition,
@@ -123,7 +121,7 @@ def group_by_solar_day_and_tile(items: Iterable[dict[str, Any]]) -> list[TimeSte
     datastrip with the datastrip's start (Planetary Computer) would give several steps the same
     timestamp; those are spread one second apart in tile order, so time stays a unique index
     (the exact acquisition times are kept in the ``datetimes`` coordinate). Against the steps
-    already in a cube the plan does the same (:func:`stac2cube.tasks.plan.unique_times`).
+    already in a cube the plan does the same (:func:`stac2cube.plan.unique_times`).
     """
     groups: dict[tuple[dt.date, str], list[dict]] = {}
     for item in items:
@@ -150,14 +148,11 @@ def group_steps(items: Iterable[dict[str, Any]], tile_mode: str = "mosaic") -> l
     return group_by_solar_day(items)
 
 
-@task(name="group", cache_policy=NO_CACHE)
-def group_task(items: list[dict[str, Any]], tile_mode: str = "mosaic") -> list[TimeStep]:
-    """Prefect task: :func:`deduplicate` then :func:`group_steps`."""
-    from prefect import get_run_logger
-
+def group_items(items: list[dict[str, Any]], tile_mode: str = "mosaic") -> list[TimeStep]:
+    """:func:`deduplicate` then :func:`group_steps`, with a log line of the counts."""
     kept, dropped = deduplicate(items)
     steps = group_steps(kept, tile_mode)
-    get_run_logger().info(
+    get_logger().info(
         "%d scenes -> %d after de-duplication (%d older processings dropped) -> %d time steps",
         len(items),
         len(kept),
