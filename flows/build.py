@@ -20,10 +20,12 @@ from stac2cube.aoi import read_features
 from stac2cube.errors import BuildError, EmptySearchError, InvalidRequestError, Stac2CubeError
 from stac2cube.flows.report import ProgressArtifact, publish_build_report
 from stac2cube.flows.runner import AutoDaskTaskRunner, pixel_client
+from stac2cube.plan import Plan, plan_changes, rejected_entry, stamp_ledger
 from stac2cube.radiometry import ProcessingOptions
 from stac2cube.request import CubeRequest, make_request
 from stac2cube.settings import STATS_SUFFIX, sidecar_path, write_settings
 from stac2cube.signing import make_signer
+from stac2cube.steps import TimeStep, deduplicate
 from stac2cube.store import (
     CubeState,
     check_compatible,
@@ -33,9 +35,9 @@ from stac2cube.store import (
     read_state,
     store_lock,
 )
-from stac2cube.tasks.group import TimeStep, deduplicate, group_task
+from stac2cube.tasks.group import group_task
 from stac2cube.tasks.load import load_task
-from stac2cube.tasks.plan import Plan, plan_changes, plan_task, rejected_entry, stamp_ledger
+from stac2cube.tasks.plan import plan_task
 from stac2cube.tasks.preprocess import preprocess_task, static_steps
 from stac2cube.tasks.search import search_task
 from stac2cube.tasks.write import commit_task, rewrite_task, write_task
@@ -526,7 +528,7 @@ def merge_rejected(
 ) -> list[dict[str, Any]]:
     """The cube's record of filtered-out steps after a run: ``new`` ones added (replacing the
     same key), steps written by the run removed."""
-    from stac2cube.tasks.plan import ledger_key
+    from stac2cube.plan import ledger_key
 
     done = {ledger_key(e) for e in written} | {e["key"] for e in new}
     return sorted([e for e in old if e["key"] not in done] + new, key=lambda e: e["key"])

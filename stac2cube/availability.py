@@ -6,7 +6,7 @@ turn the found items into a per-day table (:func:`tabulate`), a terminal table
 (:func:`format_table`) and a CSV file (:func:`write_csv`). The footprint map of the same
 search is drawn by :func:`stac2cube.footprints.footprint_map`.
 
-A table row is one solar day (the build's time step, :func:`~stac2cube.tasks.group.solar_day`)
+A table row is one solar day (the build's time step, :func:`~stac2cube.steps.solar_day`)
 on one catalog: the scenes left after de-duplication (older processings of the same acquisition
 are counted apart, as ``duplicates``), their tiles and platforms, their minimum and mean
 ``eo:cloud_cover`` (NaN where the mission's items carry none, as Sentinel-1) and the fraction of
@@ -400,7 +400,7 @@ def tabulate(search: AvailabilitySearch) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from stac2cube.tasks.group import deduplicate, solar_day
+    from stac2cube.steps import deduplicate, solar_day
 
     order = {r.label: k for k, r in enumerate(search.results)}
     dated: list[dict[str, Any]] = []

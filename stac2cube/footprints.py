@@ -79,7 +79,7 @@ def footprint_map(
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    from stac2cube.tasks.group import deduplicate
+    from stac2cube.steps import deduplicate
 
     aoi = _as_shape(aoi_geometry)
     out = Path(path)

@@ -88,7 +88,7 @@ from stac2cube.radiometry import (
     decide_radiometry,
 )
 from stac2cube.request import CubeRequest
-from stac2cube.tasks.group import TimeStep
+from stac2cube.steps import TimeStep
 
 #: The time of the single step of a static product (DEM).
 STATIC_TIME = dt.datetime(1970, 1, 1)

@@ -18,7 +18,7 @@ from stac2cube import get_stac_layers, open_cube
 from stac2cube.aoi import polygon_mask, read_features
 from stac2cube.errors import EmptySearchError, InvalidRequestError
 from stac2cube.request import make_request, parse_season, search_windows
-from stac2cube.tasks.group import group_by_solar_day_and_tile
+from stac2cube.steps import group_by_solar_day_and_tile
 from stac2cube.testing.synthetic import (
     TILE_A,
     TILE_C,

@@ -10,7 +10,7 @@ from importlib import resources
 import pytest
 
 from stac2cube.radiometry import sentinel2_radiometry
-from stac2cube.tasks.group import deduplicate, group_by_solar_day, solar_day
+from stac2cube.steps import deduplicate, group_by_solar_day, solar_day
 
 
 def template(name: str) -> dict:

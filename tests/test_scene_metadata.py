@@ -152,7 +152,7 @@ def test_build_dataset_computes_nothing_and_tiles_are_coordinates(stac_url, diam
 
     from stac2cube.request import make_request
     from stac2cube.search import search_items
-    from stac2cube.tasks.group import deduplicate, group_steps
+    from stac2cube.steps import deduplicate, group_steps
     from stac2cube.tasks.load import load_raw
     from stac2cube.tasks.preprocess import build_dataset
 
@@ -239,8 +239,8 @@ def test_streamed_write_without_a_cluster_stores_the_fractions(cubes, stac_url, 
 
     from stac2cube.request import make_request
     from stac2cube.search import search_items
+    from stac2cube.steps import deduplicate, group_by_solar_day
     from stac2cube.store import open_repo, write_time_steps
-    from stac2cube.tasks.group import deduplicate, group_by_solar_day
     from stac2cube.tasks.load import load_raw
     from stac2cube.tasks.preprocess import build_dataset
 

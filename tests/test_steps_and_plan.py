@@ -25,9 +25,9 @@ import pytest
 from helpers import dn_on_grid, reflectance
 
 from stac2cube import get_stac_layers, open_cube
+from stac2cube.plan import plan_changes, stamp_ledger
+from stac2cube.steps import deduplicate, group_steps
 from stac2cube.store import head_snapshot, read_state
-from stac2cube.tasks.group import deduplicate, group_steps
-from stac2cube.tasks.plan import plan_changes, stamp_ledger
 from stac2cube.testing.synthetic import TILE_A, SceneSpec, make_collection, write_catalog
 
 DATA = Path(__file__).parent / "data" / "stac"
