@@ -23,7 +23,7 @@ What is measured, for every N of ``--sizes`` (one process, the sizes interleaved
 Both composites results are compared (the groups written by the update against the full
 recomputation: equal counts and values, mean to float32 precision).
 
-The catalog and the base cubes are made as in ``bench/append.py`` (its helpers are imported):
+The catalog and the base cubes are made as in ``bench/append.py`` (its helpers and ``bench/_common.py``'s are imported):
 a synthetic ``sentinel-2-c1-l2a`` tile with one scene a day from 2024-06-01, served by a real
 local STAC API; N-step cubes hold days 0..N-1, built once with the composites (not timed). The
 new step is day N: with the defaults it falls in July (N = 50, a month of 20 steps) or in
@@ -49,7 +49,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import append  # noqa: E402  (the append benchmark's catalog, grid and report helpers)
+import _common  # noqa: E402  (the benchmarks' shared catalog, worker and report helpers)
+import append  # noqa: E402  (the append benchmark's days, grid and tile sizes)
 
 RESULTS = HERE / "RESULTS_composites.md"
 DEFAULT_WORKDIR = HERE / "out" / "composites"
@@ -235,9 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     machine_line = append.machine()
     tree = append.tree_state()
     bands = append.TEN_M_BANDS[: args.bands]
-    catalog = append.write_scenes(work / "catalog", sizes[-1] + 1, append.tile_size(args.px), bands)
+    catalog = _common.write_scenes(
+        work / "catalog", sizes[-1] + 1, append.tile_size(args.px), bands
+    )
     bounds, epsg = append.grid_bounds(args.px)
-    job = {"bbox": append.bbox_for_bounds(bounds, epsg), "bands": bands, "epsg": epsg}
+    job = {"bbox": _common.bbox_for_bounds(bounds, epsg), "bands": bands, "epsg": epsg}
     with start_local_stac_api(collections=catalog.collections, items=catalog.items) as api:
         job["url"] = api.url
         cubes, builds = {}, {}

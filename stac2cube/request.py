@@ -221,7 +221,7 @@ def _require_qa_band(spec: MissionSpec, option: str) -> None:
     >>> _require_qa_band(get_mission("cop-dem-glo-30"), "mask_clouds")
     Traceback (most recent call last):
     ...
-    stac2cube.errors.InvalidRequestError: mask_clouds: cop-dem-glo-30 has no cloud classification band; it works for sentinel-2-l2a (SCL), landsat-c2-l2 (QA_PIXEL)
+    stac2cube.errors.InvalidRequestError: mask_clouds needs a cloud classification band (SCL or QA_PIXEL); cop-dem-glo-30 has none: it works for sentinel-2-l2a (SCL), landsat-c2-l2 (QA_PIXEL)
     """
     if spec.qa_band:
         return
@@ -229,7 +229,8 @@ def _require_qa_band(spec: MissionSpec, option: str) -> None:
         f"{m.id} ({m.band(m.qa_band).name.upper()})" for m in MISSIONS.values() if m.qa_band
     )
     raise InvalidRequestError(
-        f"{option}: {spec.id} has no cloud classification band; it works for {usable}"
+        f"{option} needs a cloud classification band (SCL or QA_PIXEL); {spec.id} has none: "
+        f"it works for {usable}"
     )
 
 
