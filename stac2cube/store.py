@@ -11,8 +11,11 @@ Layout of the root group:
 * per-time-step coordinates ``n_scenes``, ``item_ids``, ``radiometry_rule``,
   ``processing_baseline``; the ``spatial_ref`` grid-mapping coordinate.
 * attributes ``stac2cube:request`` (what was asked, so ``update`` needs only the path),
-  ``stac2cube:ledger`` (per time step: item ids, datetimes, baselines, radiometry applied) and
-  ``stac2cube:version``.
+  ``stac2cube:ledger`` (per time step: item ids, datetimes, baselines, radiometry applied, the
+  pixel options it was processed with) and ``stac2cube:version``.
+
+The grid and the pixel options are the cube's identity (:func:`check_compatible`); appends write
+only the variables along time (:data:`APPEND`).
 
 Every run writes inside one icechunk session and commits once: a run that dies leaves the cube at
 its previous commit.

@@ -107,6 +107,36 @@ def test_an_append_writes_no_x_y_or_spatial_ref(stac_url, tmp_path):
     assert not touched & {"x", "y", "spatial_ref"}, sorted(touched)
 
 
+def test_an_append_on_a_dask_cluster_writes_no_x_y_or_spatial_ref(stac_url, tmp_path):
+    """The cluster path computes batches on workers and writes them from here: appends too."""
+    from distributed import Client, LocalCluster
+
+    from stac2cube.store import write_time_steps
+
+    store = tmp_path / "d.icechunk"
+    build(stac_url, store, "2024-01-01", "2024-01-06")
+    n_steps = open_cube(store).sizes["time"]
+    last = open_cube(store).isel(time=[-1]).load()
+    later = last.assign_coords(time=last.time + np.timedelta64(1, "D"))
+    strings = {n: c.astype(object) for n, c in later.coords.items() if c.dtype.kind == "T"}
+    later = later.assign_coords(strings)  # as the flow writes them (the store's dtype)
+    before, repo = head_snapshot(store), open_repo(store)
+    session = repo.writable_session("main")
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
+        as cluster,
+        Client(cluster),
+    ):  # fmt: skip
+        write_time_steps(session, later, first=False)
+    session.commit("one more step")
+    diff = repo.diff(from_snapshot_id=before, to_snapshot_id=head_snapshot(store))
+    touched = {p.strip("/") for p in diff.updated_chunks} | {
+        p.strip("/") for p in diff.updated_arrays
+    }
+    assert "B04" in touched and not touched & {"x", "y", "spatial_ref"}, sorted(touched)
+    assert open_cube(store).sizes["time"] == n_steps + 1
+
+
 def test_time_steps_on_another_grid_are_not_appended(stac_url, tmp_path):
     """The store's own guard: steps whose x/y differ from the cube's are refused, not written."""
     from stac2cube.store import write_time_steps
