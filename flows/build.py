@@ -32,6 +32,7 @@ from stac2cube.store import (
     merge_ledger,
     open_cube,
     open_repo,
+    processing_record,
     read_state,
     store_lock,
 )
@@ -68,6 +69,7 @@ def get_stac_layers(
     bands: list[str] | None = None,
     resolution: float = 10.0,
     crs: str | None = None,
+    anchor: list[float] | None = None,
     max_cloud: float = 100.0,
     aoi: dict[str, Any] | str | None = None,
     resampling: ResamplingName = "nearest",
@@ -110,6 +112,9 @@ def get_stac_layers(
         bands: Bands by ESA id (B04) or common name (red); default B02 B03 B04 B08.
         resolution: Pixel size in metres (default 10).
         crs: Target CRS such as EPSG:32632; default: the UTM zone of the area's centre.
+        anchor: Where pixel edges lie, [x, y] in metres of the CRS modulo the resolution;
+            default: the mission's own pixel edges (Landsat: 15 m off multiples of 30 m in
+            UTM), else multiples of the resolution.
         max_cloud: Keep scenes whose catalog eo:cloud_cover is at most this percentage (100:
             all), before anything is read.
         aoi: Area as a GeoJSON geometry, Feature or FeatureCollection, or a vector file
@@ -449,6 +454,7 @@ def write_plan(
         parts = []
         first = state is None
         progress = ProgressArtifact(str(target), total=len(steps))
+        processing = processing_record(request.describe())  # recorded in every ledger entry
         for k in range(0, len(steps), batch_size):
             batch = steps[k : k + batch_size]
             items_b = [i for s in batch for i in s.items]
@@ -456,6 +462,8 @@ def write_plan(
             raw = load_task(request, quote(items_b), signer=signer)
             ds, batch_entries = preprocess_task(request, quote(batch), quote(raw))
             stamp_ledger(batch_entries, batch)
+            for entry in batch_entries:
+                entry["processing"] = dict(processing)
             ds, batch_entries, items_b = filter_steps(request, ds, batch_entries, batch)
             kept = {e["time"] for e in batch_entries}
             rejected += [rejected_entry(s) for s in batch if s.time.isoformat() not in kept]
@@ -576,12 +584,15 @@ def filter_steps(
 
 
 def described_with_range(request, state: CubeState | None) -> dict[str, Any]:
-    """The request record to store: the cube's own, with its date range widened and any new
-    composites added."""
+    """The request record to store: the cube's own, with its date range widened, any new
+    composites added and its pixel options written out."""
     described = request.describe()
     if state is None:
         return described
     record = dict(state.request)
+    # the pixel options equal the cube's (check_compatible): written out, so that a cube made
+    # before they were recorded names them from now on
+    record.update({k: described[k] for k in ("resampling", "clip", "options")})
     record["start"] = min(record["start"], described["start"])
     record["end"] = max(record["end"], described["end"])
     # composites asked for later join the cube's own (all are kept up to date from then on)

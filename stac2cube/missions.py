@@ -105,6 +105,9 @@ class MissionSpec:
         solar_day_grouping: scenes of one solar day form one time step.
         cloud_cover: items carry ``eo:cloud_cover`` (so ``--max-cloud`` applies).
         qa_band: the band cloud masking reads (``SCL``, ``qa_pixel``), if any.
+        grid_anchor: ``(x, y)`` in metres of WGS 84 / UTM north where the products' pixel
+            edges lie, modulo the pixel size (Landsat: 15 m off multiples of 30 m); cube grids
+            snap to it (see :func:`stac2cube.grid.native_anchor`).
         alias_note: what the aliases mean where they could mislead (shown in errors).
     """
 
@@ -119,6 +122,7 @@ class MissionSpec:
     solar_day_grouping: bool = True
     cloud_cover: bool = True
     qa_band: str | None = None
+    grid_anchor: tuple[float, float] = (0.0, 0.0)
     alias_note: str = ""
     _index: Mapping[str, BandSpec] = field(default_factory=dict, repr=False, compare=False)
 
@@ -269,6 +273,7 @@ LANDSAT_C2_L2 = MissionSpec(
     default_bands=("blue", "green", "red", "nir08", "qa_pixel"),
     radiometry="landsat-c2-l2",
     qa_band="qa_pixel",
+    grid_anchor=(15.0, 15.0),  # USGS proj:transform origins such as 449085, 4581915
     alias_note="sensor ids are those of Landsat 8/9 OLI/TIRS: SR_B4 = red; "
     "ST_B6 (Landsat 4-7) also means lwir11",
 )

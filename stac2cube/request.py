@@ -19,7 +19,7 @@ from typing import Any
 from stac2cube.aoi import load_aoi
 from stac2cube.catalogs import CatalogSpec, resolve_catalog
 from stac2cube.errors import InvalidRequestError
-from stac2cube.grid import Grid, grid_for_bbox, parse_crs
+from stac2cube.grid import Grid, centre_utm_epsg, grid_for_bbox, native_anchor, parse_crs
 from stac2cube.missions import MISSIONS, BandSpec, MissionSpec, get_mission
 from stac2cube.radiometry import ProcessingOptions
 
@@ -258,6 +258,22 @@ def parse_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def parse_anchor(
+    anchor: Sequence[float] | None, epsg: int, mission: MissionSpec
+) -> tuple[float, float]:
+    """Where the grid's pixel edges lie ``(x, y)`` in ``epsg``: ``anchor`` when given, else
+    the mission's native pixel edges (:func:`~stac2cube.grid.native_anchor`)."""
+    if anchor is None:
+        return native_anchor(epsg, mission.grid_anchor)
+    try:
+        values = tuple(float(v) for v in anchor)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"anchor must be two numbers X Y, got {anchor!r}") from None
+    if len(values) != 2 or not all(math.isfinite(v) for v in values):
+        raise InvalidRequestError(f"anchor must be two finite numbers X Y, got {list(anchor)}")
+    return values  # type: ignore[return-value]
+
+
 def parse_date(value: str | dt.date | None, name: str) -> dt.date | None:
     """A date from ``YYYY-MM-DD`` (or a date/datetime); None stays None."""
     if value is None or value == "":
@@ -368,6 +384,7 @@ def make_request(
     bands: Sequence[str] | None = None,
     resolution: float = DEFAULT_RESOLUTION,
     crs: str | int | None = None,
+    anchor: Sequence[float] | None = None,
     max_cloud: float = DEFAULT_MAX_CLOUD,
     resampling: str = "nearest",
     options: ProcessingOptions | None = None,
@@ -449,8 +466,8 @@ def make_request(
         raise InvalidRequestError(
             f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLING_METHODS)}"
         )
-    epsg = parse_crs(crs) if crs else None
-    grid = grid_for_bbox(search.bbox, res, epsg)
+    epsg = parse_crs(crs) if crs else centre_utm_epsg(search.bbox)
+    grid = grid_for_bbox(search.bbox, res, epsg, parse_anchor(anchor, epsg, spec))
     if grid.width * grid.height > 400_000_000:
         raise InvalidRequestError(
             f"grid of {grid.width} x {grid.height} pixels at {res} m is too large; "

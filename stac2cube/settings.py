@@ -57,8 +57,9 @@ def build_parameters(record: dict[str, Any], store: str | Path) -> dict[str, Any
     """``get_stac_layers`` keyword arguments that rebuild (or extend) the cube of ``record``.
 
     ``record`` is a cube's stored request (:meth:`CubeRequest.describe`); the grid is pinned by
-    its CRS and resolution, and the area by the recorded bbox and AOI, so the result lands on
-    the same grid.
+    its CRS, resolution and anchor, and the area by the recorded bbox and AOI, so the result
+    lands on the same grid. Options a cube made by an older version lacks take the defaults
+    they had then.
     """
     grid = Grid.from_attrs(record["grid"])
     months = record.get("months") or []
@@ -74,8 +75,9 @@ def build_parameters(record: dict[str, Any], store: str | Path) -> dict[str, Any
         "bands": list(record["bands"]),
         "resolution": grid.resolution,
         "crs": grid.crs,
+        "anchor": list(grid.anchor),
         "max_cloud": record["max_cloud"],
-        "resampling": record["resampling"],
+        "resampling": record.get("resampling", "nearest"),
         "season": ",".join(str(m) for m in months) or None,
         "dates": list(record.get("dates") or []) or None,
         "clip": bool(record.get("clip", False)),

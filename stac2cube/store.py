@@ -11,8 +11,11 @@ Layout of the root group:
 * per-time-step coordinates ``n_scenes``, ``item_ids``, ``radiometry_rule``,
   ``processing_baseline``; the ``spatial_ref`` grid-mapping coordinate.
 * attributes ``stac2cube:request`` (what was asked, so ``update`` needs only the path),
-  ``stac2cube:ledger`` (per time step: item ids, datetimes, baselines, radiometry applied) and
-  ``stac2cube:version``.
+  ``stac2cube:ledger`` (per time step: item ids, datetimes, baselines, radiometry applied, the
+  pixel options it was processed with) and ``stac2cube:version``.
+
+The grid and the pixel options are the cube's identity (:func:`check_compatible`); appends write
+only the variables along time (:data:`APPEND`).
 
 Every run writes inside one icechunk session and commits once: a run that dies leaves the cube at
 its previous commit.
@@ -24,7 +27,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +38,8 @@ import pandas as pd
 import xarray as xr
 
 from stac2cube.errors import GridMismatchError, StoreError
-from stac2cube.grid import Grid
+from stac2cube.grid import TOLERANCE, Grid
+from stac2cube.radiometry import ProcessingOptions
 
 CHUNK = 512
 REQUEST_ATTR = "stac2cube:request"
@@ -53,6 +57,9 @@ STEP_CHUNK = 4096
 COMPUTE_BYTES = 256 * 2**20
 _ENCODING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue")
 TIME_ENCODING = {"units": "seconds since 1970-01-01", "dtype": "int64"}
+#: ``to_zarr`` arguments of an append: only variables along time are written (never ``x``,
+#: ``y``, ``spatial_ref``: they are the cube's grid, written once)
+APPEND = {"mode": "a-", "append_dim": "time"}
 
 
 def _quiet_icechunk() -> None:
@@ -139,13 +146,37 @@ def _load(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def processing_record(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a request record that change pixel values, as each ledger entry keeps them.
+
+    A key missing from the record (a cube made before it was recorded) takes the default it had
+    then: ``nearest`` resampling, no clipping, the default :class:`ProcessingOptions`.
+    """
+    return {
+        "resampling": request.get("resampling") or "nearest",
+        "clip": bool(request.get("clip", False)),
+        **ProcessingOptions.from_record(request.get("options")).describe(),
+    }
+
+
+def _json(value: Any) -> Any:
+    """``value`` as it reads back from the stored JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
 def check_compatible(state: CubeState, request: dict[str, Any]) -> None:
     """Raise :class:`GridMismatchError` naming every way ``request`` differs from the cube.
 
-    Grid (CRS, resolution, bounds), bands, indices, tile mode, mission and collection are fixed
-    at creation: they decide the cube's variables and steps.
+    Fixed at creation: the grid (CRS, resolution, exact bounds), the options that change pixel
+    values (:func:`processing_record`, and the clip polygon), and the bands, indices, tile mode,
+    mission and collection, which decide the cube's variables and steps.
     """
-    problems = state.grid.differences(Grid.from_attrs(request["grid"]))
+    problems = []
+    grid = Grid.from_attrs(request["grid"])
+    if found := state.grid.differences(grid):
+        problems.append(
+            f"grid {grid.describe()} != cube's {state.grid.describe()} ({', '.join(found)})"
+        )
     for key in ("mission", "collection"):
         if state.request.get(key) != request.get(key):
             problems.append(f"{key} {request.get(key)!r} != cube's {state.request.get(key)!r}")
@@ -155,11 +186,16 @@ def check_compatible(state: CubeState, request: dict[str, Any]) -> None:
         have, want = state.request.get(key, default), request.get(key, default)
         if have != want:
             problems.append(f"{key} {want!r} != cube's {have!r}")
+    have, want = processing_record(state.request), processing_record(_json(request))
+    problems += [f"{k} {want[k]!r} != cube's {have[k]!r}" for k in have if have[k] != want[k]]
+    if have["clip"] and want["clip"] and state.request.get("aoi") != _json(request.get("aoi")):
+        problems.append("clip polygon (aoi) differs from the cube's")
     if problems:
         raise GridMismatchError(
             "request does not match the existing cube: "
             + "; ".join(problems)
-            + " (the cube is left unchanged; use another --store for a different grid)"
+            + " (the cube is left unchanged; `stac2cube update STORE` extends it with its own "
+            "settings, another --store makes a different cube)"
         )
 
 
@@ -238,7 +274,7 @@ def _put(session, ds: xr.Dataset, **kwargs: Any) -> None:
             elif k == 0:
                 to_icechunk(part, session, **kwargs)
             else:
-                to_icechunk(part, session, append_dim="time")
+                to_icechunk(part, session, **APPEND)
     else:
         _pixel_chunks(ds).to_zarr(session.store, consolidated=False, **kwargs)
 
@@ -253,14 +289,31 @@ def write_time_steps(session, ds: xr.Dataset, *, first: bool, batch_size: int = 
     """
     n = ds.sizes["time"]
     if not first:
+        check_same_grid(session, ds)
         check_same_step_variables(session, ds)
     for k in range(0, n, batch_size):
         part = ds.isel(time=slice(k, k + batch_size))
         if first and k == 0:
             _put(session, part, mode="w-", encoding=encode_for_store(part))
         else:
-            _put(session, part, append_dim="time")
+            _put(session, part, **APPEND)
     return n
+
+
+def check_same_grid(session, ds: xr.Dataset) -> None:
+    """Raise :class:`GridMismatchError` unless the ``x`` and ``y`` of ``ds`` are the cube's.
+
+    Appends never write ``x``/``y`` (:data:`APPEND`): steps read on another grid would carry
+    the cube's coordinates, not their own.
+    """
+    cube = xr.open_zarr(session.store, consolidated=False, chunks={})
+    for dim in ("x", "y"):
+        have, want = cube[dim].values, ds[dim].values
+        if have.shape != want.shape or np.abs(have - want).max(initial=0.0) > TOLERANCE:
+            raise GridMismatchError(
+                f"these time steps lie on another grid than the cube ({dim} differs); "
+                "the cube is left unchanged"
+            )
 
 
 def check_same_step_variables(session, ds: xr.Dataset) -> None:
