@@ -17,6 +17,7 @@ from prefect.utilities.annotations import quote
 from stac2cube import __version__
 from stac2cube._log import get_logger
 from stac2cube.aoi import read_features
+from stac2cube.dataset import static_steps
 from stac2cube.errors import BuildError, EmptySearchError, InvalidRequestError, Stac2CubeError
 from stac2cube.flows.report import ProgressArtifact, publish_build_report
 from stac2cube.flows.runner import AutoDaskTaskRunner, pixel_client
@@ -39,7 +40,7 @@ from stac2cube.store import (
 from stac2cube.tasks.group import group_task
 from stac2cube.tasks.load import load_task
 from stac2cube.tasks.plan import plan_task
-from stac2cube.tasks.preprocess import preprocess_task, static_steps
+from stac2cube.tasks.preprocess import preprocess_task
 from stac2cube.tasks.search import search_task
 from stac2cube.tasks.write import commit_task, rewrite_task, write_task
 

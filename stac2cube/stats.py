@@ -1,7 +1,7 @@
 """Per-time-step statistics of a cube, kept as ``<cube>.stats.csv`` beside it.
 
 One row per time step: ``time``, ``n_scenes``, ``item_ids``, ``valid_fraction`` and
-``cloud_fraction`` (the cube's own per-step coordinates; see :mod:`stac2cube.tasks.preprocess`),
+``cloud_fraction`` (the cube's own per-step coordinates; see :mod:`stac2cube.scene_metadata`),
 then ``<var>_mean`` and ``<var>_std`` of the valid pixels of every continuous variable (bands
 and indices; classification and flag layers are skipped).
 

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from stac2cube.encoding import S2_REFLECTANCE_ENCODING as REFLECTANCE_ENCODING
 from stac2cube.errors import GridMismatchError, StoreError
 from stac2cube.grid import TOLERANCE, Grid
 from stac2cube.radiometry import ProcessingOptions
@@ -45,12 +46,6 @@ CHUNK = 512
 REQUEST_ATTR = "stac2cube:request"
 LEDGER_ATTR = "stac2cube:ledger"
 VERSION_ATTR = "stac2cube:version"
-REFLECTANCE_ENCODING = {
-    "dtype": "uint16",
-    "scale_factor": 1e-4,
-    "add_offset": -0.1,
-    "_FillValue": 0,
-}
 #: chunk length of the per-time-step coordinates (time, item_ids, n_scenes, ...)
 STEP_CHUNK = 4096
 #: decoded bytes one cluster computation may bring back to the flow process

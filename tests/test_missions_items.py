@@ -354,7 +354,8 @@ def test_processing_options_validate_and_round_trip():
 
 
 def test_to_physical_per_band_scaling_db_and_nodata():
-    from stac2cube.tasks.preprocess import stored_range, to_physical, variable_encoding
+    from stac2cube.encoding import stored_range, variable_encoding
+    from stac2cube.pixels import to_physical
 
     raw = xr.DataArray(
         np.array([[[0, 10000]], [[30000, 7273]]], "uint16")[:, :, :],
@@ -378,7 +379,7 @@ def test_to_physical_per_band_scaling_db_and_nodata():
 
 
 def test_mosaic_prefers_valid_items_and_falls_back_for_classes():
-    from stac2cube.tasks.preprocess import mosaic_first_valid
+    from stac2cube.mosaic import mosaic_first_valid
 
     scl = xr.DataArray(np.array([[9, 4, 0], [4, 9, 5]], "uint8"), dims=("item", "x"))
     valid = xr.DataArray(np.array([[False, True, False], [True, False, True]]), dims=("item", "x"))

@@ -24,10 +24,10 @@ from helpers import dn_on_grid
 
 from stac2cube import get_stac_layers, open_cube
 from stac2cube.errors import InvalidRequestError
+from stac2cube.pixels import to_physical
 from stac2cube.radiometry import sentinel2_radiometry
 from stac2cube.request import make_request
 from stac2cube.store import read_state
-from stac2cube.tasks.preprocess import to_physical
 from stac2cube.testing.synthetic import (
     TILE_A,
     SceneSpec,

@@ -150,11 +150,11 @@ def test_appends_and_gap_fills_keep_the_step_coordinates(stac_url, tmp_path, cub
 def test_build_dataset_computes_nothing_and_tiles_are_coordinates(stac_url, diamond):
     import dask
 
+    from stac2cube.dataset import build_dataset
     from stac2cube.request import make_request
     from stac2cube.search import search_items
     from stac2cube.steps import deduplicate, group_steps
     from stac2cube.tasks.load import load_raw
-    from stac2cube.tasks.preprocess import build_dataset
 
     def refuse(*args, **kwargs):
         raise AssertionError("build_dataset computed something")
@@ -237,12 +237,12 @@ def test_streamed_write_without_a_cluster_stores_the_fractions(cubes, stac_url, 
     per-step fractions too, in batches, and they equal the flow-built cube's."""
     import dask
 
+    from stac2cube.dataset import build_dataset
     from stac2cube.request import make_request
     from stac2cube.search import search_items
     from stac2cube.steps import deduplicate, group_by_solar_day
     from stac2cube.store import open_repo, write_time_steps
     from stac2cube.tasks.load import load_raw
-    from stac2cube.tasks.preprocess import build_dataset
 
     plain, _ = cubes
     request = make_request(
