@@ -368,10 +368,10 @@ def run_steady(job: dict[str, Any]) -> dict[str, Any]:
 def new_step(job: dict[str, Any], start: str, end: str, *, load: bool = True):
     """The time steps of ``start..end`` as stac2cube makes them (decoded, lazy), no Prefect."""
     from stac2cube.dataset import build_dataset
+    from stac2cube.load import load_raw
     from stac2cube.request import make_request
     from stac2cube.search import search_items
     from stac2cube.steps import deduplicate, group_by_solar_day
-    from stac2cube.tasks.load import load_raw
 
     kw = flow_kwargs(job, "", start, end)
     kw.pop("store")

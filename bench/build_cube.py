@@ -249,12 +249,12 @@ def run_stac2cube_stages(job: dict[str, Any]) -> dict[str, Any]:
 
     from stac2cube import __version__
     from stac2cube.dataset import build_dataset
+    from stac2cube.load import load_raw
     from stac2cube.plan import plan_changes, stamp_ledger
     from stac2cube.request import make_request
     from stac2cube.search import search_items
     from stac2cube.steps import deduplicate, group_by_solar_day
     from stac2cube.store import open_repo, write_metadata, write_time_steps
-    from stac2cube.tasks.load import load_raw
 
     kw = flow_kwargs(job, Path(job["work"]) / "stages.icechunk")
     store = Path(kw.pop("store"))

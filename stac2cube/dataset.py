@@ -30,6 +30,7 @@ from stac2cube.encoding import variable_attrs, variable_encoding
 from stac2cube.grid import Grid
 from stac2cube.indices import INDICES, compute_index
 from stac2cube.items import item_datetime
+from stac2cube.load import options_of
 from stac2cube.masks import (
     aoi_mask,
     apply_cloud_mask,
@@ -43,10 +44,10 @@ from stac2cube.mosaic import mosaic_first_valid, step_positions
 from stac2cube.pixels import apply_radiometry
 from stac2cube.radiometry import ProcessingOptions, Radiometry, decide_radiometry
 from stac2cube.scene_metadata import scene_coords, step_coords
+from stac2cube.steps import TimeStep
 
 if TYPE_CHECKING:
     from stac2cube.request import CubeRequest
-    from stac2cube.tasks.group import TimeStep
 
 #: The time of the single step of a static product (DEM).
 STATIC_TIME = dt.datetime(1970, 1, 1)
@@ -70,8 +71,6 @@ def static_step(items: Sequence[dict[str, Any]]) -> TimeStep:
     Use in place of solar-day grouping for missions with ``time_series=False``; the items keep
     their order (the mosaic order: the first valid pixel wins).
     """
-    from stac2cube.tasks.group import TimeStep
-
     return TimeStep(STATIC_TIME, STATIC_TIME.date(), tuple(items))
 
 
@@ -122,7 +121,7 @@ def build_dataset(
         request: the validated request.
         steps: the time steps; for a static mission their items are merged into one step at
             :data:`STATIC_TIME` (keeping their order).
-        raw: the stacks of :func:`stac2cube.tasks.load.load_raw` for the items of ``steps``,
+        raw: the stacks of :func:`stac2cube.load.load_raw` for the items of ``steps``,
             in step order, loaded with the same ``options``.
         options: processing options (cloud masking, SAR scale); default: the request's, if it
             carries them, else :class:`~stac2cube.radiometry.ProcessingOptions` defaults.
@@ -130,8 +129,6 @@ def build_dataset(
     Returns:
         ``(dataset, ledger entries)``; each variable's ``encoding`` says how it is stored.
     """
-    from stac2cube.tasks.load import options_of
-
     options = options_of(request, options)
     mission = request.mission
     if mission.static and steps:

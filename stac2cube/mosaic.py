@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import xarray as xr
 
 if TYPE_CHECKING:
-    from stac2cube.tasks.group import TimeStep
+    from stac2cube.steps import TimeStep
 
 
 def step_positions(steps: Sequence[TimeStep]) -> list[list[int]]:

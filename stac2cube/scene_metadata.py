@@ -41,7 +41,7 @@ from stac2cube.items import item_datetime
 
 if TYPE_CHECKING:
     from stac2cube.radiometry import Radiometry
-    from stac2cube.tasks.group import TimeStep
+    from stac2cube.steps import TimeStep
 
 
 def _joined(values: Iterable[Any]) -> str:

@@ -21,11 +21,11 @@ from mission_helpers import expected_step
 
 from stac2cube.catalogs import EARTH_SEARCH, PLANETARY_COMPUTER, TERRABYTE, CatalogSpec
 from stac2cube.dataset import STATIC_TIME, build_dataset, static_steps
+from stac2cube.load import load_raw
 from stac2cube.radiometry import ProcessingOptions
 from stac2cube.request import CubeRequest, make_request
 from stac2cube.search import search_items
 from stac2cube.steps import deduplicate, group_by_solar_day
-from stac2cube.tasks.load import load_raw
 from stac2cube.testing.synthetic import demo_bbox
 from stac2cube.testing.synthetic_missions import (
     DEM_BBOX,

@@ -141,8 +141,8 @@ def test_every_real_item_gets_its_bands_and_rule(source, item):
 @pytest.mark.parametrize("source", sorted({s for s, i in REAL if "grd" not in i["collection"]}))
 def test_real_items_can_be_placed_on_a_cube_grid(source):
     """The loader builds its (lazy) stacks from the real metadata; nothing is read."""
+    from stac2cube.load import load_raw
     from stac2cube.search import normalise_item
-    from stac2cube.tasks.load import load_raw
 
     items = [
         normalise_item(copy.deepcopy(i))
@@ -533,7 +533,7 @@ def test_signing_reader_signs_when_it_opens_and_redacts_errors(tmp_path):
 
 
 def test_gdal_options_for_requester_pays_and_public_buckets():
-    from stac2cube.tasks.load import gdal_env_for
+    from stac2cube.load import gdal_env_for
 
     landsat = [{"assets": {"red": {"href": "s3://usgs-landsat/a.TIF"}}}]
     assert gdal_env_for(landsat, environ={})._always["AWS_REQUEST_PAYER"] == "requester"

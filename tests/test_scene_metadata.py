@@ -151,10 +151,10 @@ def test_build_dataset_computes_nothing_and_tiles_are_coordinates(stac_url, diam
     import dask
 
     from stac2cube.dataset import build_dataset
+    from stac2cube.load import load_raw
     from stac2cube.request import make_request
     from stac2cube.search import search_items
     from stac2cube.steps import deduplicate, group_steps
-    from stac2cube.tasks.load import load_raw
 
     def refuse(*args, **kwargs):
         raise AssertionError("build_dataset computed something")
@@ -238,11 +238,11 @@ def test_streamed_write_without_a_cluster_stores_the_fractions(cubes, stac_url, 
     import dask
 
     from stac2cube.dataset import build_dataset
+    from stac2cube.load import load_raw
     from stac2cube.request import make_request
     from stac2cube.search import search_items
     from stac2cube.steps import deduplicate, group_by_solar_day
     from stac2cube.store import open_repo, write_time_steps
-    from stac2cube.tasks.load import load_raw
 
     plain, _ = cubes
     request = make_request(
@@ -270,8 +270,8 @@ def test_streamed_write_without_a_cluster_stores_the_fractions(cubes, stac_url, 
 
 
 def test_qa_band_is_read_only_when_something_uses_it(stac_url, diamond):
+    from stac2cube.load import bands_to_load
     from stac2cube.request import make_request
-    from stac2cube.tasks.load import bands_to_load
 
     def loaded(**kw):
         req = make_request(mission="sentinel-2-l2a", aoi=diamond, start="2024-01-01",

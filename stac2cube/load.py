@@ -1,0 +1,297 @@
+"""Load: the scenes of some time steps as lazy dask arrays on the cube's fixed grid.
+
+stackstac reads each asset window-by-window with GDAL; nothing is read until the write stage
+computes. Items are fed as raw dicts with ``proj:epsg`` (stackstac 0.5 ignores ``proj:code``),
+raw values are kept (``rescale=False``: radiometry is decided per item in preprocess), and
+pixel-centre coordinates are used (``xy_coords="center"``).
+
+Bands are stacked by kind, one array each (see :class:`~stac2cube.missions.BandSpec`):
+
+==============  ========  ==========  ===============================================
+kind            dtype     fill        resampling
+==============  ========  ==========  ===============================================
+reflectance     uint16    0           the request's (default ``nearest``)
+temperature     uint16    0           the request's
+classification  uint8     0           always ``nearest`` (SCL)
+bitfield        uint16    1 (fill)    always ``nearest`` (Landsat QA_PIXEL)
+backscatter     float32   NaN         the request's (Sentinel-1 linear gamma0)
+elevation       float32   NaN         the request's (DEM, reprojected from EPSG:4326)
+==============  ========  ==========  ===============================================
+
+Catalog access: Planetary Computer hrefs are signed when the reader opens them (see
+:mod:`stac2cube.signing`); ``file://`` hrefs (terrabyte) are read directly; for ``s3://`` hrefs
+in requester-pays buckets (Earth Search Landsat and L1C) GDAL gets
+``AWS_REQUEST_PAYER=requester``, for public ones without AWS credentials
+``AWS_NO_SIGN_REQUEST=YES``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from stac2cube.errors import ReadError
+from stac2cube.grid import Grid
+from stac2cube.missions import BandSpec, MissionSpec, find_asset
+from stac2cube.radiometry import ProcessingOptions
+from stac2cube.request import CubeRequest
+from stac2cube.signing import Signer, make_signer, reader_with_signer
+
+#: S3 buckets known to be requester-pays when the asset does not say so itself.
+REQUESTER_PAYS_BUCKETS = frozenset({"usgs-landsat", "sentinel-s2-l1c", "sentinel-s2-l2a"})
+_AWS_CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE")
+
+#: kind -> (dtype or None for the mission's, fill value, follows the request's resampling)
+_KIND_LOADING: dict[str, tuple[str | None, float, bool]] = {
+    "reflectance": (None, 0, True),
+    "temperature": (None, 0, True),
+    "classification": ("uint8", 0, False),
+    "bitfield": ("uint16", 1, False),
+    "backscatter": ("float32", math.nan, True),
+    "elevation": ("float32", math.nan, True),
+}
+
+
+@dataclass(frozen=True)
+class LoadGroup:
+    """Bands read into one stack: same dtype, fill value and resampling."""
+
+    kind: str
+    bands: tuple[BandSpec, ...]
+    dtype: str
+    fill_value: float
+    resampling: str
+
+
+def options_of(request: CubeRequest, options: ProcessingOptions | None) -> ProcessingOptions:
+    """The processing options: given ones, else the request's (once it carries them), else
+    the defaults."""
+    return options or getattr(request, "options", None) or ProcessingOptions()
+
+
+def bands_to_load(request: CubeRequest, options: ProcessingOptions | None = None) -> list[BandSpec]:
+    """The request's bands, the bands its indices read, and the mission's QA band (SCL,
+    QA_PIXEL); the extra bands are read, not written.
+
+    The QA band is read only when something uses it: cloud masking and the scene-cloud filter
+    (then every item must have it), and the statistics CSV's cloud fraction (then it is
+    optional: an item without it reads as nodata). Otherwise ``cloud_fraction`` is NaN unless
+    the QA band is one of the requested bands.
+    """
+    from dataclasses import replace
+
+    from stac2cube.indices import index_bands
+
+    options = options_of(request, options)
+    bands = list(request.bands)
+    mission = request.mission
+    for band in index_bands(mission, getattr(request, "indices", ())):
+        if band not in bands:
+            bands.append(band)
+    if mission.qa_band:
+        qa = mission.band(mission.qa_band)
+        needed = options.mask_clouds or getattr(request, "max_scene_cloud", 100.0) < 100
+        if qa not in bands and (needed or getattr(request, "statistics", False)):
+            bands.append(qa if needed else replace(qa, optional=True))
+    return bands
+
+
+def load_groups(request: CubeRequest, options: ProcessingOptions | None = None) -> list[LoadGroup]:
+    """How the bands of ``request`` are stacked (see the module docs)."""
+    mission: MissionSpec = request.mission
+    groups: dict[str, list[BandSpec]] = {}
+    for band in bands_to_load(request, options):
+        groups.setdefault(band.kind, []).append(band)
+    out = []
+    for kind, bands in groups.items():
+        dtype, fill, follows = _KIND_LOADING[kind]
+        dtype = dtype or mission.band_dtype(bands[0])
+        if kind == "bitfield":
+            fill = mission.band_nodata(bands[0])
+        out.append(
+            LoadGroup(kind, tuple(bands), dtype, fill, request.resampling if follows else "nearest")
+        )
+    return out
+
+
+def canonical_items(
+    items: Sequence[dict[str, Any]], bands: Sequence[BandSpec]
+) -> list[dict[str, Any]]:
+    """Copies of ``items`` whose assets are keyed by canonical band name (``B04``).
+
+    Optional bands (Landsat ``lwir11`` of L2SR items) an item lacks are left out: stackstac
+    then fills that item's pixels with the fill value.
+
+    Raises:
+        ReadError: an item lacks one of the (non-optional) bands.
+    """
+    out = []
+    for item in items:
+        assets = {}
+        for band in bands:
+            key = find_asset(item, band)
+            if key is None:
+                if band.optional:
+                    continue
+                raise ReadError(
+                    f"item {item.get('id')} has no asset for band {band.name} "
+                    f"(assets: {', '.join(sorted(item.get('assets', {})))})"
+                )
+            assets[band.name] = copy.deepcopy(item["assets"][key])
+        new = {k: v for k, v in item.items() if k != "assets"}
+        new["properties"] = dict(item.get("properties", {}))
+        new["assets"] = assets
+        out.append(new)
+    return out
+
+
+def gdal_env_for(items: Sequence[dict[str, Any]], environ: dict[str, str] | None = None):
+    """GDAL options for reading ``items`` (a stackstac ``LayeredEnv``), or None for defaults.
+
+    ``AWS_REQUEST_PAYER=requester`` when an ``s3://`` asset is requester-pays (its
+    ``storage:requester_pays``, or a bucket of :data:`REQUESTER_PAYS_BUCKETS`);
+    ``AWS_NO_SIGN_REQUEST=YES`` when all ``s3://`` assets are public and no AWS credentials are
+    configured.
+    """
+    from stackstac.rio_reader import DEFAULT_GDAL_ENV
+
+    env = os.environ if environ is None else environ
+    s3, requester_pays = False, False
+    for item in items:
+        for asset in item.get("assets", {}).values():
+            href = str(asset.get("href", ""))
+            if not href.startswith("s3://"):
+                continue
+            s3 = True
+            bucket = href[5:].split("/", 1)[0]
+            if asset.get("storage:requester_pays") or bucket in REQUESTER_PAYS_BUCKETS:
+                requester_pays = True
+    if requester_pays:
+        return DEFAULT_GDAL_ENV.updated(always={"AWS_REQUEST_PAYER": "requester"})
+    if s3 and not any(env.get(k) for k in _AWS_CREDENTIAL_ENV):
+        return DEFAULT_GDAL_ENV.updated(always={"AWS_NO_SIGN_REQUEST": "YES"})
+    return None
+
+
+def stack_items(
+    items: Sequence[dict[str, Any]],
+    bands: Sequence[BandSpec],
+    grid: Grid,
+    *,
+    dtype: str,
+    resampling: str = "nearest",
+    chunksize: int = 512,
+    fill_value: float = 0,
+    signer: Signer | None = None,
+) -> xr.DataArray:
+    """A lazy ``(item, band, y, x)`` array of raw values on ``grid``; ``fill_value`` where no
+    asset covers a pixel."""
+    import stackstac
+    from rasterio.enums import Resampling
+
+    canon = canonical_items(items, bands)
+    names = [b.name for b in bands]
+    dtype_ = np.dtype(dtype)
+    fill = dtype_.type(fill_value)
+    if not any(i["assets"] for i in canon):  # e.g. lwir11 when every item is L2SR
+        return _filled(len(items), names, grid, dtype_, fill, chunksize)
+    # positional ids: stackstac drops items (and bands) it finds no asset for; they are put
+    # back below as fill, so the item axis always matches ``items``
+    keys = [f"{k:06d}" for k in range(len(canon))]
+    for key, item in zip(keys, canon, strict=True):
+        item["id"] = key
+    kwargs: dict[str, Any] = {}
+    if signer is not None:
+        kwargs["reader"] = reader_with_signer(signer)
+    gdal_env = gdal_env_for(canon)
+    if gdal_env is not None:
+        kwargs["gdal_env"] = gdal_env
+    data = stackstac.stack(
+        canon,
+        assets=[b.name for b in bands],
+        epsg=grid.epsg,
+        resolution=grid.resolution,
+        bounds=grid.bounds,
+        snap_bounds=False,
+        xy_coords="center",
+        rescale=False,
+        dtype=dtype_,
+        fill_value=fill,
+        resampling=Resampling[resampling],
+        chunksize=chunksize,
+        properties=False,
+        band_coords=False,
+        sortby_date=False,
+        **kwargs,
+    )
+    kept = [str(v) for v in data["id"].values]
+    data = data.drop_vars([c for c in data.coords if c not in ("band", "y", "x")])
+    data = data.rename(time="item").assign_coords(item=kept)
+    if kept != keys or [str(b) for b in data.band.values] != names:
+        data = data.reindex(item=keys, band=names, fill_value=fill)
+    data.attrs = {}  # stackstac's RasterSpec etc.: the cube records its own grid
+    # stackstac's centres are computed in float; pin them to the grid's exact values
+    return data.assign_coords(item=np.arange(len(items)), x=grid.x, y=grid.y)
+
+
+def _filled(n_items: int, names: list[str], grid: Grid, dtype, fill, chunksize: int):
+    """A lazy ``(item, band, y, x)`` array holding only ``fill``."""
+    import dask.array as da
+
+    chunks = (1, 1, min(chunksize, grid.height), min(chunksize, grid.width))
+    data = da.full((n_items, len(names), grid.height, grid.width), fill, dtype=dtype, chunks=chunks)
+    return xr.DataArray(
+        data,
+        dims=("item", "band", "y", "x"),
+        coords={"item": np.arange(n_items), "band": names, "y": grid.y, "x": grid.x},
+    )
+
+
+def load_raw(
+    request: CubeRequest,
+    items: Sequence[dict[str, Any]],
+    chunksize: int = 512,
+    *,
+    options: ProcessingOptions | None = None,
+    signer: Signer | None = None,
+    subscription_key: str | None = None,
+) -> dict[str, xr.DataArray]:
+    """Raw stacks of ``items`` for the request's bands, one array per band kind.
+
+    Args:
+        request: the validated request (grid, bands, resampling, catalog).
+        items: the items of the time steps to load, in step order.
+        chunksize: dask chunk size in pixels.
+        options: processing options (cloud masking adds the QA band).
+        signer: signs hrefs at read time; default: Planetary Computer signing where the
+            catalog or the hrefs need it (see :func:`stac2cube.signing.make_signer`).
+        subscription_key: Planetary Computer key for the default signer (else the
+            environment's); never logged.
+
+    Returns:
+        ``{kind: (item, band, y, x) DataArray}``, e.g. ``{"reflectance": uint16,
+        "classification": uint8}`` for Sentinel-2 L2A; each key present only when the request
+        has bands of that kind.
+    """
+    if signer is None:
+        signer = make_signer(request.catalog, items, key=subscription_key)
+    out = {}
+    for group in load_groups(request, options):
+        out[group.kind] = stack_items(
+            items,
+            group.bands,
+            request.grid,
+            dtype=group.dtype,
+            resampling=group.resampling,
+            chunksize=chunksize,
+            fill_value=group.fill_value,
+            signer=signer,
+        )
+    return out
