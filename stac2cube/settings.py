@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stac2cube.errors import InvalidRequestError
-from stac2cube.grid import Grid
-from stac2cube.radiometry import ProcessingOptions
+from stac2cube.spec import RUN_FIELDS, SPEC_FIELDS, CubeSpec
 
 SETTINGS_SUFFIX = ".settings.json"
 STATS_SUFFIX = ".stats.csv"
@@ -42,55 +41,14 @@ def sidecar_path(store: str | Path, suffix: str) -> Path:
     return path.with_name(name + suffix)
 
 
-def options_parameters(record: dict[str, Any] | None) -> dict[str, Any]:
-    """Flow parameters re-creating the processing options a cube was built with."""
-    opts = ProcessingOptions.from_record(record)
-    return {
-        "mask_clouds": opts.mask_clouds,
-        "scl_classes": list(opts.scl_classes),
-        "qa_flags": list(opts.qa_flags),
-        "sar_scale": opts.sar_scale,
-    }
-
-
 def build_parameters(record: dict[str, Any], store: str | Path) -> dict[str, Any]:
     """``get_stac_layers`` keyword arguments that rebuild (or extend) the cube of ``record``.
 
-    ``record`` is a cube's stored request (:meth:`CubeRequest.describe`); the grid is pinned by
-    its CRS, resolution and anchor, and the area by the recorded bbox and AOI, so the result
-    lands on the same grid. Options a cube made by an older version lacks take the defaults
-    they had then.
+    ``record`` is a cube's stored request (:meth:`CubeRequest.describe`); its spec
+    (:meth:`~stac2cube.spec.CubeSpec.from_record`) pins the grid by its CRS, resolution and
+    anchor, and the area by the recorded bbox and AOI, so the result lands on the same grid.
     """
-    grid = Grid.from_attrs(record["grid"])
-    months = record.get("months") or []
-    params: dict[str, Any] = {
-        "mission": record["mission"],
-        "bbox": list(record["bbox"]),
-        "aoi": record.get("aoi"),
-        "start": record["start"],
-        "end": record["end"],
-        "store": str(store),
-        "catalog": record["catalog_url"],
-        "collection": record["collection"],
-        "bands": list(record["bands"]),
-        "resolution": grid.resolution,
-        "crs": grid.crs,
-        "anchor": list(grid.anchor),
-        "max_cloud": record["max_cloud"],
-        "resampling": record.get("resampling", "nearest"),
-        "season": ",".join(str(m) for m in months) or None,
-        "dates": list(record.get("dates") or []) or None,
-        "clip": bool(record.get("clip", False)),
-        "tile_mode": record.get("tile_mode", "mosaic"),
-        "min_coverage": record.get("min_coverage", 0.0),
-        "max_scene_cloud": record.get("max_scene_cloud", 100.0),
-        "indices": list(record.get("indices") or []) or None,
-        "composites": list(record.get("composites") or []) or None,
-        "statistics": bool(record.get("statistics", False)),
-        "quicklook": record.get("quicklook") or "none",
-    }
-    params.update(options_parameters(record.get("options")))
-    return params
+    return {**CubeSpec.from_record(record).parameters(), "store": str(store)}
 
 
 def write_settings(store: str | Path, record: dict[str, Any], version: str) -> Path:
@@ -114,10 +72,6 @@ def read_settings(path: str | Path) -> dict[str, Any]:
         InvalidRequestError: the file is missing, not JSON, or names parameters the flow does
             not have.
     """
-    import inspect
-
-    from stac2cube.flows.build import get_stac_layers
-
     path = Path(path)
     if not path.is_file():
         raise InvalidRequestError(f"settings file not found: {path}")
@@ -128,7 +82,7 @@ def read_settings(path: str | Path) -> dict[str, Any]:
     params = document.get("parameters") if isinstance(document, dict) else None
     if not isinstance(params, dict):
         raise InvalidRequestError(f"settings file {path} has no 'parameters' object")
-    known = set(inspect.signature(get_stac_layers.fn).parameters)
+    known = {*SPEC_FIELDS, *RUN_FIELDS}
     unknown = sorted(set(params) - known)
     if unknown:
         raise InvalidRequestError(
