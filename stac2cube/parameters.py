@@ -30,19 +30,13 @@ _SCHEMES = ("tcp", "tls")
 
 
 def check_integer(value: Any, name: str, minimum: int) -> int:
-    """``value`` as an int of at least ``minimum``.
+    """``value`` when it is an integer of at least ``minimum``.
 
     >>> check_integer(8, "batch_size", 1)
     8
     """
     if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = None
-        if number is None or not number.is_integer():
-            raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
-        value = int(number)
+        raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
         raise InvalidRequestError(f"{name} must be >= {minimum}, got {value}")
     return value
