@@ -16,14 +16,19 @@ from prefect.utilities.annotations import quote
 
 from stac2cube import __version__
 from stac2cube._log import get_logger
-from stac2cube.aoi import read_features
 from stac2cube.dataset import static_steps
-from stac2cube.errors import BuildError, EmptySearchError, InvalidRequestError, Stac2CubeError
+from stac2cube.errors import (
+    BuildError,
+    EmptySearchError,
+    InvalidRequestError,
+    Stac2CubeError,
+    StoreError,
+)
 from stac2cube.flows.report import ProgressArtifact, publish_build_report
 from stac2cube.flows.runner import AutoDaskTaskRunner, pixel_client
+from stac2cube.parameters import resolve_requests
 from stac2cube.plan import Plan, plan_changes, rejected_entry, stamp_ledger
-from stac2cube.radiometry import ProcessingOptions
-from stac2cube.request import CubeRequest, make_request
+from stac2cube.request import CubeRequest
 from stac2cube.settings import STATS_SUFFIX, sidecar_path, write_settings
 from stac2cube.signing import make_signer
 from stac2cube.steps import TimeStep, deduplicate
@@ -58,7 +63,9 @@ QuicklookFormat = Literal["none", "gif", "png"]
 MAX_PARALLEL_FEATURES = 4
 
 
-@flow(name="get-stac-layers", validate_parameters=True, task_runner=AutoDaskTaskRunner())
+# Prefect's parameter validation is off: resolve_requests checks every parameter first thing,
+# with the one-line errors the CLI gives (the typed form comes from the annotations all the same)
+@flow(name="get-stac-layers", validate_parameters=False, task_runner=AutoDaskTaskRunner())
 def get_stac_layers(
     mission: MissionName = "sentinel-2-l2a",
     bbox: list[float] | None = None,
@@ -174,42 +181,6 @@ def get_stac_layers(
     return execute_build(prepare_build(request, target), batch_size, pc_key=pc_key)
 
 
-#: get_stac_layers parameters that are not part of a cube's request
-RUN_PARAMETERS = ("store", "batch_size", "pc_key_block", "per_feature", "name_field", "bbox", "aoi")
-OPTION_PARAMETERS = ("mask_clouds", "scl_classes", "qa_flags", "sar_scale")
-
-
-def resolve_requests(params: dict[str, Any]) -> dict[str | None, tuple[CubeRequest, str]]:
-    """Validate ``get_stac_layers`` parameters into ``{feature name: (request, store)}``.
-
-    One entry (named None) for a plain build; one per feature of the AOI with ``per_feature``.
-    Nothing is searched or written: every bad parameter fails here.
-    """
-    params = dict(params)
-    batch_size = params.get("batch_size", 8)
-    if batch_size < 1:
-        raise InvalidRequestError(f"batch_size must be >= 1, got {batch_size}")
-    options = ProcessingOptions.from_record(
-        {
-            "mask_clouds": params.get("mask_clouds", False),
-            "scl_classes": params.get("scl_classes") or None,
-            "qa_flags": params.get("qa_flags") or None,
-            "sar_scale": params.get("sar_scale", "db"),
-        }
-    )
-    common = {
-        k: v for k, v in params.items() if k not in RUN_PARAMETERS and k not in OPTION_PARAMETERS
-    }
-    common["options"] = options
-    store = params.get("store") or "cube.icechunk"
-    if params.get("per_feature"):
-        if params.get("bbox") is not None:
-            raise InvalidRequestError("per_feature builds take their areas from aoi, not bbox")
-        return feature_requests(params.get("aoi"), params.get("name_field"), store, common)
-    request = make_request(bbox=params.get("bbox"), aoi=params.get("aoi"), **common)
-    return {None: (request, str(store))}
-
-
 @dataclass(frozen=True)
 class PreparedBuild:
     """A validated request with its search done and its plan made; nothing written yet."""
@@ -244,22 +215,21 @@ def prepare_build(request: CubeRequest, store: str) -> PreparedBuild:
 def execute_build(
     prepared: PreparedBuild, batch_size: int = 8, *, pc_key: str | None = None
 ) -> dict[str, Any]:
-    """Write a prepared build under the store lock, then its settings, statistics and quicklook."""
+    """Write a prepared build, then its settings, statistics and quicklook, all under the store
+    lock (two runs never write one cube, or the files beside it, at the same time)."""
     log = get_logger()
-    request, store, state, plan = prepared.request, prepared.store, prepared.state, prepared.plan
-    snapshot, ledger, written = None, state.ledger if state is not None else [], []
+    request, store = prepared.request, prepared.store
+    snapshot, written = None, []
     target = Path(store)
-    if not plan.empty:
-        with store_lock(target):
-            if state is not None:  # re-read under the lock: another run may have committed
-                state = read_state(target)
-                plan = plan_changes(prepared.steps, state.ledger, state.request.get("rejected", []))
-                ledger = state.ledger
-            if not plan.empty:
-                with pixel_client():  # the cluster starts here, only when there is pixel work
-                    snapshot, ledger, written = write_plan(
-                        request, plan, target, state, batch_size, pc_key=pc_key
-                    )
+    with store_lock(target):
+        state, plan = replan(prepared)
+        ledger = state.ledger if state is not None else []
+        if not plan.empty:
+            with pixel_client():  # the cluster starts here, only when there is pixel work
+                snapshot, ledger, written = write_plan(
+                    request, plan, target, state, batch_size, pc_key=pc_key
+                )
+        products = write_products(store, request, written)
     summary = _summary(store, snapshot, plan, ledger)
     summary["filtered_time_steps"] = 0
     if snapshot is not None:  # what was written, after the filters
@@ -273,8 +243,28 @@ def execute_build(
         log.info("nothing new for %s: the cube already holds every matching scene", store)
     else:
         log.info("cube %s: snapshot %s, %d time steps", store, snapshot, len(ledger))
-    summary.update(write_products(store, request, written))
+    summary.update(products)
     return _reported(summary)
+
+
+def replan(prepared: PreparedBuild) -> tuple[CubeState | None, Plan]:
+    """The cube's state re-read under the lock, and the plan made against it.
+
+    Another run may have committed since this one planned: an extension is planned again
+    against the new state; a first build whose cube another run has created meanwhile stops
+    here, before any pixel is read (it was planned without the cube's grid and ledger).
+    """
+    state = read_state(prepared.store)
+    if prepared.state is None and state is None:
+        return None, prepared.plan
+    if prepared.state is None or state is None:
+        raise StoreError(
+            f"another stac2cube run is writing {prepared.store}: it "
+            f"{'created' if state is not None else 'removed'} the cube while this run was "
+            "planning; nothing was written, run again"
+        )
+    plan = plan_changes(prepared.steps, state.ledger, state.request.get("rejected", []))
+    return state, plan
 
 
 def write_products(store: str, request: CubeRequest, written: list[str]) -> dict[str, str]:
@@ -303,32 +293,6 @@ def write_products(store: str, request: CubeRequest, written: list[str]) -> dict
             f"cube {store} is committed, but writing the files beside it failed: {exc}"
         ) from exc
     return out
-
-
-def feature_requests(
-    aoi: Any, name_field: str | None, store: str, common: dict[str, Any]
-) -> dict[str, tuple[CubeRequest, str]]:
-    """One validated request and store path per feature of ``aoi`` (nothing searched yet)."""
-    if aoi is None:
-        raise InvalidRequestError("per_feature needs an aoi: a vector file or FeatureCollection")
-    features = read_features(aoi, name_field)
-    return {
-        f.name: (make_request(aoi=f.geometry, **common), feature_store(store, f.name))
-        for f in features
-    }
-
-
-def feature_store(pattern: str, name: str) -> str:
-    """The store of feature ``name``: ``pattern`` with ``{name}`` filled in, or a folder.
-
-    >>> feature_store("cubes/{name}.icechunk", "lake"), feature_store("cubes", "lake")
-    ('cubes/lake.icechunk', 'cubes/lake.icechunk')
-    """
-    if "{name}" in pattern:
-        return pattern.replace("{name}", name)
-    if pattern == "cube.icechunk":  # the flow's default store
-        return f"{name}.icechunk"
-    return str(Path(pattern) / f"{name}.icechunk")
 
 
 def build_feature_cubes(

@@ -33,11 +33,10 @@ import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlparse
 
 from prefect.task_runners import TaskRunner
 
-from stac2cube.errors import InvalidRequestError
+from stac2cube.parameters import resolve_runner  # plain Python: the CLI checks it first
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -59,45 +58,10 @@ __all__ = [
 #: The named runners; any ``tcp://host:port`` scheduler address is accepted as well.
 RunnerName = Literal["auto", "local", "slurm"]
 
-_SCHEMES = ("tcp", "tls")
-
 #: Environment variable naming the runner of flows using :class:`AutoDaskTaskRunner`.
 RUNNER_ENV = "STAC2CUBE_RUNNER"
 #: Environment variable naming the saved :class:`~stac2cube.blocks.DaskCluster` block to use.
 CLUSTER_ENV = "STAC2CUBE_DASK_CLUSTER"
-
-
-def resolve_runner(runner: str = "auto", environ: Mapping[str, str] | None = None) -> str:
-    """Turn ``auto|local|slurm|tcp://host:port`` into ``local``, ``slurm`` or an address.
-
-    Args:
-        runner: The requested runner.
-        environ: Environment to look at for ``auto`` (default ``os.environ``).
-
-    Returns:
-        ``"local"``, ``"slurm"``, or the scheduler address (``tcp://host:port``).
-
-    Raises:
-        InvalidRequestError: ``runner`` is none of these.
-    """
-    key = (runner or "").strip()
-    if key == "auto":
-        env = os.environ if environ is None else environ
-        return "slurm" if env.get("SLURM_JOB_ID") else "local"
-    if key in ("local", "slurm"):
-        return key
-    parsed = urlparse(key)
-    if parsed.scheme in _SCHEMES and parsed.hostname:
-        try:
-            port = parsed.port
-        except ValueError:
-            port = None
-        if port:
-            return key
-    raise InvalidRequestError(
-        f"unknown runner {runner!r}; use auto, local, slurm or a Dask scheduler address "
-        "such as tcp://127.0.0.1:8786"
-    )
 
 
 def task_runner_for(
@@ -272,7 +236,8 @@ def shared_prefect_api() -> Iterator[str]:
     API server of its own on first use, so every SLURM worker would start one (seconds each, and
     its task runs would land in a database nobody reads). Inside this block the flow process's
     embedded server is started once and named in ``PREFECT_API_URL`` (the settings and the
-    environment that ``sbatch`` hands to the jobs). With a server configured, nothing changes.
+    environment that ``sbatch`` hands to the jobs), and stopped when the block ends. With a
+    server configured, nothing changes.
 
     Yields:
         The API URL flows and workers use.
@@ -290,6 +255,7 @@ def shared_prefect_api() -> Iterator[str]:
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()  # the process-wide embedded server Prefect itself uses
+    started = not server.running
     server.start()
     url = str(server.api_url)
     saved = os.environ.get("PREFECT_API_URL")
@@ -302,3 +268,15 @@ def shared_prefect_api() -> Iterator[str]:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = saved
+        if started:  # stopped here, not at exit: its log line comes before a CLI's error line
+            _send_pending_logs_and_events()
+            server.stop()
+
+
+def _send_pending_logs_and_events(timeout: float = 5.0) -> None:
+    """Deliver the run logs and events Prefect still queues for its API (before it stops)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=timeout)

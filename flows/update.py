@@ -8,31 +8,13 @@ from typing import Any
 from prefect import flow
 
 from stac2cube._log import get_logger
-from stac2cube.errors import InvalidRequestError, StoreError
 from stac2cube.flows.build import get_stac_layers
-from stac2cube.settings import build_parameters, read_settings
+from stac2cube.parameters import update_parameters
+from stac2cube.settings import read_settings
 from stac2cube.store import read_state
 
 
-def update_window(
-    state_request: dict[str, Any], last_time: str | None, end: dt.date, lookback_days: int
-) -> tuple[dt.date, dt.date]:
-    """The search window of an update: from ``lookback_days`` before the cube's last step.
-
-    The look-back catches scenes the catalog published late and recent reprocessings; it never
-    starts before the cube's own start date.
-
-    >>> update_window({"start": "2024-01-01"}, "2024-03-10T10:30:21", dt.date(2024, 4, 1), 30)
-    (datetime.date(2024, 2, 9), datetime.date(2024, 4, 1))
-    """
-    first = dt.date.fromisoformat(state_request["start"])
-    if last_time is None:
-        return first, end
-    start = dt.date.fromisoformat(last_time[:10]) - dt.timedelta(days=lookback_days)
-    return max(first, start), end
-
-
-@flow(name="update-cube")
+@flow(name="update-cube", validate_parameters=False)  # checked by update_parameters
 def update_cube(
     store: str,
     end: dt.date | None = None,
@@ -60,35 +42,28 @@ def update_cube(
         >>> from stac2cube.flows.update import update_cube
         >>> update_cube(store="munich.icechunk")  # doctest: +SKIP
     """
-    state = read_state(store)
-    if state is None:
-        raise StoreError(f"no cube at {store}; create it with `stac2cube build` first")
-    if lookback_days < 0:
-        raise InvalidRequestError(f"lookback_days must be >= 0, got {lookback_days}")
-    end = end or dt.datetime.now(dt.UTC).date()
-    req = state.request
-    start, end = update_window(req, state.times[-1] if state.times else None, end, lookback_days)
-    if end < start:
-        raise InvalidRequestError(f"end {end} is before the update window's start {start}")
-    get_logger().info("updating %s: searching %s..%s on %s", store, start, end, req["catalog_url"])
-    params = build_parameters(req, store)
-    params.update(start=start, end=end, batch_size=batch_size)
-    if params["dates"]:  # a cube of explicit dates only grows by those in the window
-        params["dates"] = [d for d in params["dates"] if start.isoformat() <= d <= end.isoformat()]
-        if not params["dates"]:
-            get_logger().info("none of the cube's dates falls in %s..%s: nothing to do", start, end)
-            return {
-                "store": str(store),
-                "snapshot": None,
-                "added_time_steps": 0,
-                "replaced_time_steps": 0,
-                "time_steps": len(state.ledger),
-                "scenes": 0,
-            }
+    steps, params = update_parameters(store, end, lookback_days, batch_size)
+    if params is None:
+        get_logger().info("none of the cube's dates falls in the update window: nothing to do")
+        return {
+            "store": str(store),
+            "snapshot": None,
+            "added_time_steps": 0,
+            "replaced_time_steps": 0,
+            "time_steps": steps,
+            "scenes": 0,
+        }
+    get_logger().info(
+        "updating %s: searching %s..%s on %s",
+        store,
+        params["start"],
+        params["end"],
+        params["catalog"],
+    )
     return get_stac_layers(**params)
 
 
-@flow(name="cube-from-settings")
+@flow(name="cube-from-settings", validate_parameters=False)
 def cube_from_settings(
     settings: str,
     end: dt.date | None = None,

@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 EXIT_ERROR = 2
+#: exit code of an error stac2cube does not name (a bug, or a library failing unforeseen)
+EXIT_UNEXPECTED = 1
 
 BUILD_EPILOG = """\
 examples:
@@ -37,20 +40,44 @@ def _configure_environment(debug: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def _quiet_tracebacks() -> None:
-    """Keep Prefect's crash reports to one line (the CLI prints the error itself)."""
-    import logging
+class _QuietConsole(logging.Filter):
+    """The console without ``--debug``: no Dask logs, no tracebacks, and none of Prefect's
+    reports of a failed run (the CLI prints the error itself, as the last line on stderr)."""
 
-    class _NoTraceback(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            if record.exc_info:
-                record.exc_info = None
-                record.exc_text = None
-            return True
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "distributed" or record.name.startswith("distributed."):
+            return False
+        if record.name.startswith("prefect") and (
+            record.levelno >= logging.ERROR or record.getMessage().startswith(_FAILED_STATES)
+        ):
+            return False
+        record.exc_info = record.exc_text = None  # the console is the last handler it reaches
+        return True
 
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for handler in logging.getLogger(name).handlers:
-            handler.addFilter(_NoTraceback())
+
+_FAILED_STATES = tuple(f"Finished in state {s}" for s in ("Failed", "Crashed", "Cancelled"))
+
+
+@contextlib.contextmanager
+def _console(debug: bool):
+    """Everything on the console with ``debug``; else only what :class:`_QuietConsole` keeps."""
+    handlers = [] if debug else logging.getLogger().handlers
+    quiet = _QuietConsole()
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's last line: ``error: <what is wrong>`` (after the usage)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _add_runner_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,15 +95,21 @@ def _add_runner_arguments(p: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def _runner_context(args: argparse.Namespace):
-    """Validate ``--runner`` and make the flow's task runner pick it up."""
-    from stac2cube.flows.runner import CLUSTER_ENV, RUNNER_ENV, resolve_runner, shared_prefect_api
+def _flow_context(args: argparse.Namespace):
+    """Where the CLI runs a flow, once every parameter has been checked: the runner chosen by
+    ``--runner`` / ``--dask-cluster``, one Prefect API for the run (a temporary server is
+    stopped before the CLI prints an error), the console and the progress display."""
+    from stac2cube._progress import TerminalProgress
+    from stac2cube.flows.runner import CLUSTER_ENV, RUNNER_ENV, shared_prefect_api
 
-    resolve_runner(args.runner)  # a bad value fails here with a clear message
     os.environ[RUNNER_ENV] = args.runner
     if args.dask_cluster:
         os.environ[CLUSTER_ENV] = args.dask_cluster
-    with shared_prefect_api():
+    with (
+        shared_prefect_api(),
+        _console(args.debug),
+        TerminalProgress("reading and writing pixels"),
+    ):
         yield
 
 
@@ -277,7 +310,7 @@ def _add_request_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from stac2cube import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stac2cube",
         description="Turn STAC searches into analysis-ready, incrementally updated data cubes.",
     )
@@ -430,6 +463,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; the cube is left at its last commit", file=sys.stderr)
         return 130
+    except Exception as exc:  # not one of ours: still one line, the traceback with --debug
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        print(
+            f"error: unexpected {type(exc).__name__}: {reason} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_UNEXPECTED
 
 
 def _request_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -468,27 +512,29 @@ def _option_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_build(params: dict[str, Any], *, debug: bool = False) -> dict[str, Any]:
-    """Validate, pre-check the stores, then run the build flow with a progress display.
+def check_build(params: dict[str, Any], runner: str = "auto") -> dict[str, Any]:
+    """Every build parameter and store checked, before a Prefect server or Dask cluster starts.
+
+    Returns ``params`` ready for :func:`~stac2cube.flows.build.get_stac_layers`.
+    """
+    from stac2cube.parameters import check_build as check_stores
+    from stac2cube.parameters import resolve_runner
+
+    resolve_runner(runner)
+    params = _json_ready(params)
+    check_stores(params)
+    return params
+
+
+def run_build(params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Check the parameters, then run the build flow (see :func:`_flow_context`).
 
     ``params`` are :func:`~stac2cube.flows.build.get_stac_layers` keyword arguments.
     """
-    from stac2cube.flows.build import resolve_requests
-    from stac2cube.store import check_compatible, read_state
-
-    params = _json_ready(params)
-    # bad input fails here, before anything is touched
-    for request, store in resolve_requests(params).values():
-        state = read_state(store)
-        if state is not None:
-            check_compatible(state, request.describe())
-
-    from stac2cube._progress import TerminalProgress
+    params = check_build(params, args.runner)
     from stac2cube.flows.build import get_stac_layers
 
-    if not debug:
-        _quiet_tracebacks()
-    with TerminalProgress("reading and writing pixels"):
+    with _flow_context(args):
         return get_stac_layers(**params)
 
 
@@ -558,8 +604,7 @@ def _print_summary(store: str, summary: dict[str, Any]) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     params = build_params(args)
-    with _runner_context(args):
-        summary = run_build(params, debug=args.debug)
+    summary = run_build(params, args)
     if "cubes" in summary:  # --per-feature
         for cube in summary["cubes"].values():
             _print_summary(cube["store"], cube)
@@ -569,24 +614,20 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    from stac2cube.errors import InvalidRequestError, StoreError
-    from stac2cube.request import parse_date
-    from stac2cube.store import read_state
+    from stac2cube.errors import InvalidRequestError
+    from stac2cube.parameters import update_parameters
 
-    end = parse_date(args.end, "end")
-    if read_state(args.store) is None:
-        raise StoreError(f"no cube at {args.store}; create it with `stac2cube build` first")
     if args.lookback_days < 0 or args.batch_size < 1:
         raise InvalidRequestError("--lookback-days must be >= 0 and --batch-size >= 1")
-    from stac2cube._progress import TerminalProgress
+    _, params = update_parameters(args.store, args.end, args.lookback_days, args.batch_size)
+    if params is not None:
+        check_build(params, args.runner)
     from stac2cube.flows.update import update_cube
 
-    if not args.debug:
-        _quiet_tracebacks()
-    with _runner_context(args), TerminalProgress("reading and writing pixels"):
+    with _flow_context(args):
         summary = update_cube(
             store=args.store,
-            end=end,
+            end=args.end,
             lookback_days=args.lookback_days,
             batch_size=args.batch_size,
         )
@@ -717,7 +758,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "statistics": True,
             "store": str(store),
         }
-        run_build(kwargs, debug=args.debug)
+        run_build(kwargs, argparse.Namespace(runner="auto", dask_cluster=None, debug=args.debug))
     print(format_info(cube_info(store)))
     return 0
 

@@ -64,11 +64,26 @@ def _quiet_icechunk() -> None:
     icechunk.set_logs_filter("error")
 
 
+def check_store_path(path: str | Path) -> Path:
+    """``path`` as a Path, refused when it is, or lies under, a regular file.
+
+    (icechunk panics on such a path instead of raising an error.)
+    """
+    p = Path(path)
+    for here in (p, *p.absolute().parents):
+        if here.is_dir():
+            return p
+        if here.exists():
+            what = "is a file" if here == p else f"lies under {here}, a file"
+            raise StoreError(f"{path} {what}, not a cube store; choose another --store")
+    return p
+
+
 def repo_exists(path: str | Path) -> bool:
     """True when ``path`` holds an icechunk repository."""
     import icechunk
 
-    p = Path(path)
+    p = check_store_path(path)
     if not p.exists():
         return False
     _quiet_icechunk()
@@ -80,9 +95,9 @@ def open_repo(path: str | Path, *, create: bool = False):
     import icechunk
 
     _quiet_icechunk()
-    p = Path(path).resolve()
+    p = check_store_path(path).resolve()
     storage = icechunk.local_filesystem_storage(str(p))
-    if icechunk.Repository.exists(storage):
+    if p.exists() and icechunk.Repository.exists(storage):
         return icechunk.Repository.open(storage)
     if not create:
         raise StoreError(f"no cube at {path}")

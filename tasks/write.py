@@ -18,6 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from stac2cube.errors import ReadError
 from stac2cube.store import rewrite_time_steps, write_metadata, write_time_steps
 
+#: an exception's repr without quotes inside its message: ``RasterioIOError('...')``
+_REPR = re.compile(r"(\w+(?:Error|Exception))\((['\"])([^'\"]*)\2\)")
 _HREF = re.compile(r"(?:file|https?|s3)://[^\s'\"]+|/[^\s'\"]+\.(?:tif|tiff|jp2)")
 
 
@@ -27,7 +29,8 @@ def describe_read_error(exc: BaseException, assets: dict[str, tuple[str, str]]) 
     for href, (item_id, band) in assets.items():
         path = href.removeprefix("file://")
         if href in text or path in text:
-            return f"cannot read item {item_id} asset {band} ({href}): {_first_line(exc)}"
+            reason = _first_line(exc).replace(f"{path}: ", "")  # the href is named already
+            return f"cannot read item {item_id} asset {band} ({href}): {reason}"
     hrefs = _HREF.findall(text)
     where = f" ({hrefs[0]})" if hrefs else ""
     return f"cannot read an asset{where}: {_first_line(exc)}"
@@ -42,9 +45,21 @@ def _chain(exc: BaseException):
 
 
 def _first_line(exc: BaseException) -> str:
+    """The reader's reason: the innermost error of the chain, as ``Type: message``.
+
+    A Dask worker's exception that could not be unpickled arrives as its repr inside a plain
+    ``Exception``; the innermost ``SomeError('...')`` in that text is the reason.
+
+    >>> _first_line(Exception("RuntimeError(opening a.tif: RasterioIOError('a.tif: bad'))"))
+    'RasterioIOError: a.tif: bad'
+    """
     root = list(_chain(exc))[-1]
-    text = str(root).strip().splitlines()
-    return f"{type(root).__name__}: {text[0] if text else ''}"[:400]
+    text = (str(root).strip().splitlines() or [""])[0]
+    inner = _REPR.findall(text)
+    if inner:
+        name, _, message = inner[-1]
+        return f"{name}: {message}"[:400]
+    return f"{type(root).__name__}: {text}"[:400]
 
 
 def asset_index(items: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str]]:
