@@ -23,8 +23,8 @@ from stac2cube.availability import (
     tabulate,
     write_csv,
 )
-from stac2cube.flows.build import MissionName
 from stac2cube.footprints import footprint_map
+from stac2cube.spec import MissionName
 
 __all__ = ["check_availability", "table_records"]
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import xarray as xr
 from prefect import flow
@@ -31,6 +30,7 @@ from stac2cube.plan import Plan, plan_changes, rejected_entry, stamp_ledger
 from stac2cube.request import CubeRequest
 from stac2cube.settings import STATS_SUFFIX, sidecar_path, write_settings
 from stac2cube.signing import make_signer
+from stac2cube.spec import bound_parameters, with_spec_parameters
 from stac2cube.steps import TimeStep, deduplicate
 from stac2cube.store import (
     CubeState,
@@ -49,117 +49,27 @@ from stac2cube.tasks.preprocess import preprocess_task
 from stac2cube.tasks.search import search_task
 from stac2cube.tasks.write import commit_task, rewrite_task, write_task
 
-MissionName = Literal[
-    "sentinel-2-l2a", "sentinel-2-l1c", "landsat-c2-l2", "sentinel-1-rtc", "cop-dem-glo-30"
-]
-ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
-SarScale = Literal["db", "linear"]
-CatalogChoice = Literal["earth-search", "planetary-computer", "terrabyte", "auto"]
-
-
-TileMode = Literal["mosaic", "separate"]
-QuicklookFormat = Literal["none", "gif", "png"]
 #: Feature cubes built at the same time by one flow run (``per_feature``).
 MAX_PARALLEL_FEATURES = 4
 
 
-# Prefect's parameter validation is off: resolve_requests checks every parameter first thing,
-# with the one-line errors the CLI gives (the typed form comes from the annotations all the same)
+# The parameters are the cube spec's fields and the run's (stac2cube.spec, defined there once):
+# the signature and the Args below are generated from them, so Prefect's typed form shows their
+# types, choices and descriptions. Prefect's own validation is off: resolve_requests checks
+# every parameter first thing, with the one-line errors the CLI gives.
 @flow(name="get-stac-layers", validate_parameters=False, task_runner=AutoDaskTaskRunner())
-def get_stac_layers(
-    mission: MissionName = "sentinel-2-l2a",
-    bbox: list[float] | None = None,
-    start: dt.date | None = None,
-    end: dt.date | None = None,
-    store: str = "cube.icechunk",
-    catalog: CatalogChoice | str = "earth-search",
-    collection: str | None = None,
-    bands: list[str] | None = None,
-    resolution: float = 10.0,
-    crs: str | None = None,
-    anchor: list[float] | None = None,
-    max_cloud: float = 100.0,
-    aoi: dict[str, Any] | str | None = None,
-    resampling: ResamplingName = "nearest",
-    batch_size: int = 8,
-    mask_clouds: bool = False,
-    scl_classes: list[int] | None = None,
-    qa_flags: list[str] | None = None,
-    sar_scale: SarScale = "db",
-    pc_key_block: str | None = None,
-    season: str | None = None,
-    dates: list[dt.date] | None = None,
-    clip: bool = False,
-    tile_mode: TileMode = "mosaic",
-    min_coverage: float = 0.0,
-    max_scene_cloud: float = 100.0,
-    indices: list[str] | None = None,
-    composites: list[str] | None = None,
-    statistics: bool = False,
-    quicklook: QuicklookFormat = "none",
-    per_feature: bool = False,
-    name_field: str | None = None,
-) -> dict[str, Any]:
+@with_spec_parameters()
+def get_stac_layers(**parameters: Any) -> dict[str, Any]:
     """Build (or extend) an analysis-ready data cube from a STAC search.
 
     Searches the catalog, drops duplicate granules, mosaics the scenes of each solar day, applies
     each item's radiometry, and writes the time steps to an icechunk (Zarr v3) store in one
-    commit. On an existing store only scenes the cube lacks are added; the grid, bands and
-    mission must match the cube's. Beside the cube go ``<cube>.settings.json`` (re-runs this
-    build), ``<cube>.stats.csv`` and, on request, a quicklook time-lapse.
+    commit. On an existing store only scenes the cube lacks are added; the grid, bands, mission
+    and pixel options must match the cube's. Beside the cube go ``<cube>.settings.json``
+    (re-runs this build) and, on request, ``<cube>.stats.csv`` and a quicklook time-lapse.
 
     Args:
-        mission: Mission to build a cube of.
-        bbox: Area as WGS 84 [west, south, east, north] in degrees (or give `aoi`).
-        start: First day (UTC, inclusive); may be left empty when `dates` are given.
-        end: Last day (UTC, inclusive); empty means today (or the last of `dates`).
-        store: Path of the cube store to create, or to extend if it exists. With
-            `per_feature`, a pattern with ``{name}`` (default ``{name}.icechunk``) or a folder.
-        catalog: earth-search (default), planetary-computer, terrabyte, auto, or a STAC API URL.
-        collection: Collection id; default: the catalog's collection for the mission.
-        bands: Bands by ESA id (B04) or common name (red); default B02 B03 B04 B08.
-        resolution: Pixel size in metres (default 10).
-        crs: Target CRS such as EPSG:32632; default: the UTM zone of the area's centre.
-        anchor: Where pixel edges lie, [x, y] in metres of the CRS modulo the resolution;
-            default: the mission's own pixel edges (Landsat: 15 m off multiples of 30 m in
-            UTM), else multiples of the resolution.
-        max_cloud: Keep scenes whose catalog eo:cloud_cover is at most this percentage (100:
-            all), before anything is read.
-        aoi: Area as a GeoJSON geometry, Feature or FeatureCollection, or a vector file
-            (GeoJSON, GeoPackage, Shapefile, KML); all features together form one area unless
-            `per_feature` is set.
-        resampling: Resampling of continuous bands from 20/60 m; classification bands always
-            use nearest.
-        batch_size: Time steps read and written at a time (bounds memory).
-        mask_clouds: Mask clouds and shadows in each scene before mosaicking (Sentinel-2 L2A:
-            SCL classes; Landsat: QA_PIXEL flags), so a clear scene of the same day fills in.
-        scl_classes: SCL classes masked by `mask_clouds` and counted by `max_scene_cloud`
-            (default 1 3 8 9 10).
-        qa_flags: QA_PIXEL flags masked by `mask_clouds` and counted by `max_scene_cloud`
-            (default dilated_cloud cirrus cloud cloud_shadow).
-        sar_scale: Sentinel-1 backscatter in dB (default) or linear gamma0.
-        pc_key_block: Name of a Prefect Secret block holding a Planetary Computer subscription
-            key (otherwise PC_SDK_SUBSCRIPTION_KEY); never logged or stored.
-        season: Keep only these months of every year of the period: FROM-TO months such as
-            ``6-8`` or ``12-2`` (across the new year), a season name DJF/MAM/JJA/SON, or a
-            comma list ``4,5,9``.
-        dates: Keep only scenes acquired on these days (UTC).
-        clip: Set pixels outside the `aoi` polygon to nodata (the grid is still its bbox).
-        tile_mode: ``mosaic`` (default): the tiles of a solar day form one time step;
-            ``separate``: one time step per tile, with a ``tile`` coordinate.
-        min_coverage: Drop time steps whose valid pixels cover less than this fraction (0-1)
-            of the area (slivers at swath edges), after loading.
-        max_scene_cloud: Drop time steps whose cloud fraction inside the area (SCL or QA_PIXEL,
-            in percent of the valid pixels) is above this, after loading.
-        indices: Spectral indices stored like bands: NDVI NDWI MNDWI NDMI NBR SAVI EVI NDRE
-            NDSI NDBI; Sentinel-1: VV_VH VH_VV RVI.
-        composites: Temporal composites as ``STAT:PERIOD`` (median, mean, min, max over all,
-            month, year, season), kept in the cube's group ``composites/<period>``.
-        statistics: Also write ``<cube>.stats.csv`` with per-time-step valid and cloud fractions
-            and band means.
-        quicklook: Write a true-colour time-lapse ``<cube>.quicklook.gif`` or a PNG grid.
-        per_feature: Build one cube per feature of `aoi`, in parallel, in one flow run.
-        name_field: With `per_feature`, the attribute naming each cube (default: its index).
+        {args}
 
     Returns:
         A summary: store, snapshot id, time steps added and in total, scenes read (with
@@ -172,10 +82,11 @@ def get_stac_layers(
         ...                 bands=["red", "nir"], indices=["NDVI"], max_cloud=30)  # doctest: +SKIP
         >>> open_cube("munich.icechunk").NDVI  # doctest: +SKIP
     """
-    params = dict(locals())
+    params = bound_parameters(get_stac_layers, parameters)
     requests = resolve_requests(params)
-    pc_key = _planetary_computer_key(pc_key_block)
-    if per_feature:
+    pc_key = _planetary_computer_key(params["pc_key_block"])
+    batch_size = params["batch_size"]
+    if params["per_feature"]:
         return {"cubes": build_feature_cubes(requests, batch_size, pc_key=pc_key)}
     ((request, target),) = requests.values()
     return execute_build(prepare_build(request, target), batch_size, pc_key=pc_key)

@@ -113,31 +113,36 @@ def _flow_context(args: argparse.Namespace):
         yield
 
 
+#: ``stac2cube build`` options from the cube spec and the run's parameters (stac2cube.spec,
+#: where each is defined once), in help order; --mission, --bbox and --aoi come first
+BUILD_OPTIONS = (
+    "start", "end", "store", "per_feature", "name_field", "clip", "season", "dates", "catalog",
+    "collection", "bands", "resolution", "crs", "anchor", "max_cloud", "min_coverage",
+    "max_scene_cloud", "tile_mode", "indices", "composites", "statistics", "quicklook",
+    "resampling", "batch_size", "mask_clouds", "scl_classes", "qa_flags", "sar_scale",
+)  # fmt: skip
+#: the build's options that are also ``stac2cube availability``'s
+AVAILABILITY_OPTIONS = ("start", "end", "max_cloud", "season", "dates")
+
+
 def _add_mission_and_area(
     p: argparse.ArgumentParser, *, required: bool, mission_note: str = "", aoi_note: str = ""
 ) -> None:
     """``--mission`` and one of ``--bbox`` / ``--aoi`` (build and availability)."""
-    p.add_argument(
-        "--mission",
-        required=required,
-        help="sentinel-2-l2a, sentinel-2-l1c, landsat-c2-l2, sentinel-1-rtc or cop-dem-glo-30"
-        + mission_note,
-    )
+    from stac2cube.spec import add_cli_options
+
+    add_cli_options(p, ["mission"], required=required, note=mission_note)
     area = p.add_mutually_exclusive_group(required=required)
-    area.add_argument(
-        "--bbox",
-        nargs=4,
-        type=float,
-        metavar=("W", "S", "E", "N"),
-        help="area as WGS 84 west south east north (degrees)",
-    )
-    area.add_argument(
+    add_cli_options(area, ["bbox"])
+    area.add_argument(  # a file on the command line; the flow also takes GeoJSON itself
         "--aoi",
         help="area as a vector file of polygons (GeoJSON, GeoPackage, Shapefile, KML)" + aoi_note,
     )
 
 
 def _add_request_arguments(p: argparse.ArgumentParser) -> None:
+    from stac2cube.spec import add_cli_options
+
     p.add_argument(
         "--settings",
         metavar="JSON",
@@ -150,165 +155,13 @@ def _add_request_arguments(p: argparse.ArgumentParser) -> None:
         mission_note=" (required unless --settings)",
         aoi_note="; all features form one area unless --per-feature",
     )
-    p.add_argument(
-        "--start", help="first day, YYYY-MM-DD (UTC, inclusive); default: the first of --dates"
-    )
-    p.add_argument(
-        "--end",
-        help="last day, YYYY-MM-DD (UTC, inclusive); default: today (or the last of --dates)",
-    )
-    p.add_argument(
-        "--store",
-        help="cube store path (created, or extended if it exists); with --per-feature a "
-        "pattern with {name} or a folder (default {name}.icechunk)",
-    )
-    p.add_argument(
-        "--per-feature",
-        action="store_true",
-        help="build one cube per feature of --aoi, in parallel",
-    )
-    p.add_argument(
-        "--name-field",
-        metavar="ATTRIBUTE",
-        help="with --per-feature: the attribute naming each cube (default: feature index)",
-    )
-    p.add_argument(
-        "--clip",
-        action="store_true",
-        help="set pixels outside the --aoi polygon to nodata (the grid stays its bbox)",
-    )
-    p.add_argument(
-        "--season",
-        help="keep only these months of every year: FROM-TO (6-8, 12-2), DJF/MAM/JJA/SON, "
-        "or a list 4,5,9",
-    )
-    p.add_argument(
-        "--dates",
-        nargs="+",
-        metavar="YYYY-MM-DD",
-        help="keep only scenes acquired on these days (UTC)",
-    )
-    p.add_argument(
-        "--catalog",
-        default="earth-search",
-        help="earth-search (default), planetary-computer, terrabyte, auto, or a STAC API URL",
-    )
-    p.add_argument(
-        "--collection", help="collection id (default: the catalog's collection for the mission)"
-    )
-    p.add_argument(
-        "--bands",
-        nargs="+",
-        help="bands by ESA id (B04) or common name (red); default: B02 B03 B04 B08",
-    )
-    p.add_argument(
-        "--resolution", type=float, default=10.0, help="pixel size in metres (default 10)"
-    )
-    p.add_argument(
-        "--crs", help="target CRS, e.g. EPSG:32632 (default: UTM zone of the AOI centre)"
-    )
-    p.add_argument(
-        "--max-cloud",
-        type=float,
-        default=100.0,
-        help="keep scenes with eo:cloud_cover <= this percent (default 100: all)",
-    )
-    p.add_argument(
-        "--min-coverage",
-        type=float,
-        default=0.0,
-        metavar="FRACTION",
-        help="drop time steps whose valid pixels cover less than this fraction (0-1) of the "
-        "area, e.g. slivers at swath edges (default 0: keep all)",
-    )
-    p.add_argument(
-        "--max-scene-cloud",
-        type=float,
-        default=100.0,
-        metavar="PERCENT",
-        help="drop time steps with more than this percent of cloud inside the area, from SCL "
-        "or QA_PIXEL after loading (default 100: keep all)",
-    )
-    p.add_argument(
-        "--tile-mode",
-        choices=["mosaic", "separate"],
-        default="mosaic",
-        help="mosaic the tiles of a day into one time step (default), or keep each tile as "
-        "its own time step with a tile coordinate",
-    )
-    p.add_argument(
-        "--indices",
-        nargs="+",
-        metavar="INDEX",
-        help="spectral indices stored like bands: NDVI NDWI MNDWI NDMI NBR SAVI EVI NDRE NDSI "
-        "NDBI; Sentinel-1: VV_VH VH_VV RVI",
-    )
-    p.add_argument(
-        "--composites",
-        nargs="+",
-        metavar="STAT:PERIOD",
-        help="temporal composites kept in the cube's group composites/<period>: STAT median, "
-        "mean, min or max; PERIOD all, month, year or season (e.g. median:month)",
-    )
-    p.add_argument(
-        "--statistics",
-        action="store_true",
-        help="also write <cube>.stats.csv (per-time-step valid/cloud fractions, band means)",
-    )
-    p.add_argument(
-        "--quicklook",
-        choices=["none", "gif", "png"],
-        default="none",
-        help="write a true-colour time-lapse <cube>.quicklook.gif or a PNG grid",
-    )
-    p.add_argument(
-        "--resampling",
-        default="nearest",
-        choices=["nearest", "bilinear", "cubic", "average"],
-        help="resampling of continuous bands from 20/60 m (default nearest; "
-        "classification bands always nearest)",
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=8, help="time steps read and written at a time"
-    )
-    p.add_argument(
-        "--mask-clouds",
-        action="store_true",
-        help="mask clouds/shadows per scene before mosaicking (S2 L2A: SCL, Landsat: QA_PIXEL)",
-    )
-    p.add_argument(
-        "--scl-classes",
-        nargs="+",
-        type=int,
-        metavar="CLASS",
-        help="SCL classes --mask-clouds masks (default 1 3 8 9 10)",
-    )
-    p.add_argument(
-        "--qa-flags",
-        nargs="+",
-        choices=[
-            "fill",
-            "dilated_cloud",
-            "cirrus",
-            "cloud",
-            "cloud_shadow",
-            "snow",
-            "clear",
-            "water",
-        ],
-        help="QA_PIXEL flags --mask-clouds masks (default dilated_cloud cirrus cloud cloud_shadow)",
-    )
-    p.add_argument(
-        "--sar-scale",
-        choices=["db", "linear"],
-        default="db",
-        help="Sentinel-1 backscatter in dB (default) or linear gamma0",
-    )
+    add_cli_options(p, BUILD_OPTIONS)
     _add_runner_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from stac2cube import __version__
+    from stac2cube.spec import add_cli_options
 
     parser = _Parser(
         prog="stac2cube",
@@ -385,13 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_mission_and_area(a, required=True, aoi_note="; all features form one area")
-    a.add_argument(
-        "--start", help="first day, YYYY-MM-DD (UTC, inclusive); default: the first of --dates"
-    )
-    a.add_argument(
-        "--end",
-        help="last day, YYYY-MM-DD (UTC, inclusive); default: today (or the last of --dates)",
-    )
+    add_cli_options(a, AVAILABILITY_OPTIONS)
     a.add_argument(
         "--catalog",
         nargs="+",
@@ -406,23 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="COLLECTION",
         help="collection id for every catalog, or one per --catalog in the same order "
         "(default: each catalog's collection for the mission)",
-    )
-    a.add_argument(
-        "--max-cloud",
-        type=float,
-        default=100.0,
-        help="count scenes with eo:cloud_cover <= this percent (default 100: all)",
-    )
-    a.add_argument(
-        "--season",
-        help="keep only these months of every year: FROM-TO (6-8, 12-2), DJF/MAM/JJA/SON, "
-        "or a list 4,5,9",
-    )
-    a.add_argument(
-        "--dates",
-        nargs="+",
-        metavar="YYYY-MM-DD",
-        help="keep only scenes acquired on these days (UTC)",
     )
     a.add_argument("--csv", metavar="PATH", help="also write the table as CSV to PATH")
     a.add_argument(
@@ -476,42 +306,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNEXPECTED
 
 
-def _request_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "mission": args.mission,
-        "bbox": args.bbox,
-        "aoi": args.aoi,
-        "start": args.start,
-        "end": args.end,
-        "catalog": args.catalog,
-        "collection": args.collection,
-        "bands": args.bands,
-        "resolution": args.resolution,
-        "crs": args.crs,
-        "max_cloud": args.max_cloud,
-        "resampling": args.resampling,
-        "season": args.season,
-        "dates": args.dates,
-        "clip": args.clip,
-        "tile_mode": args.tile_mode,
-        "min_coverage": args.min_coverage,
-        "max_scene_cloud": args.max_scene_cloud,
-        "indices": args.indices,
-        "composites": args.composites,
-        "statistics": args.statistics,
-        "quicklook": args.quicklook,
-    }
-
-
-def _option_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "mask_clouds": args.mask_clouds,
-        "scl_classes": args.scl_classes,
-        "qa_flags": args.qa_flags,
-        "sar_scale": args.sar_scale,
-    }
-
-
 def check_build(params: dict[str, Any], runner: str = "auto") -> dict[str, Any]:
     """Every build parameter and store checked, before a Prefect server or Dask cluster starts.
 
@@ -549,7 +343,8 @@ def build_params(args: argparse.Namespace) -> dict[str, Any]:
         for name in ("store", "start", "end"):
             if getattr(args, name) is not None:
                 params[name] = getattr(args, name)
-        params["batch_size"] = args.batch_size
+        if args.batch_size is not None:
+            params["batch_size"] = args.batch_size
         return params
     missing = [
         flag
@@ -565,14 +360,9 @@ def build_params(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidRequestError(
             f"build needs {', '.join(missing)} (or --settings FILE from an earlier build)"
         )
-    params = {**_request_kwargs(args), **_option_kwargs(args)}
-    params = {k: v for k, v in params.items() if v is not None}
-    params.update(
-        store=args.store or "{name}.icechunk",
-        batch_size=args.batch_size,
-        per_feature=args.per_feature,
-        name_field=args.name_field,
-    )
+    names = ("mission", "bbox", "aoi", *BUILD_OPTIONS)
+    params = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    params["store"] = args.store or "{name}.icechunk"
     return params
 
 
@@ -789,7 +579,7 @@ def cmd_availability(args: argparse.Namespace) -> int:
         start=args.start,
         end=args.end,
         collection=args.collection,
-        max_cloud=args.max_cloud,
+        **({} if args.max_cloud is None else {"max_cloud": args.max_cloud}),
         season=args.season,
         dates=args.dates,
     )

@@ -17,40 +17,18 @@ from typing import Any
 from urllib.parse import urlparse
 
 from stac2cube.errors import InvalidRequestError, StoreError
-from stac2cube.radiometry import ProcessingOptions
 from stac2cube.request import CubeRequest, make_request, parse_date
+from stac2cube.spec import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_STORE,
+    SPEC_FIELDS,
+    CubeSpec,
+    check_integer,
+    check_switch,
+)
 
-#: get_stac_layers parameters that are not part of a cube's request
-RUN_PARAMETERS = ("store", "batch_size", "pc_key_block", "per_feature", "name_field", "bbox", "aoi")
-OPTION_PARAMETERS = ("mask_clouds", "scl_classes", "qa_flags", "sar_scale")
-#: get_stac_layers parameters that must be true or false
-SWITCHES = ("mask_clouds", "clip", "statistics", "per_feature")
 #: schemes of a Dask scheduler address a runner may name
 _SCHEMES = ("tcp", "tls")
-
-
-def check_integer(value: Any, name: str, minimum: int) -> int:
-    """``value`` when it is an integer of at least ``minimum``.
-
-    >>> check_integer(8, "batch_size", 1)
-    8
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise InvalidRequestError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def check_switch(value: Any, name: str) -> bool:
-    """``value`` when it is True or False.
-
-    >>> check_switch(False, "clip")
-    False
-    """
-    if not isinstance(value, bool):
-        raise InvalidRequestError(f"{name} must be true or false, got {value!r}")
-    return value
 
 
 def resolve_requests(params: dict[str, Any]) -> dict[str | None, tuple[CubeRequest, str]]:
@@ -60,30 +38,32 @@ def resolve_requests(params: dict[str, Any]) -> dict[str | None, tuple[CubeReque
     Nothing is searched or written: every bad parameter fails here.
     """
     params = dict(params)
-    check_integer(params.get("batch_size", 8), "batch_size", 1)
-    for name in SWITCHES:
-        check_switch(params.get(name, False), name)
-    options = ProcessingOptions.from_record(
-        {
-            "mask_clouds": params.get("mask_clouds", False),
-            "scl_classes": params.get("scl_classes") or None,
-            "qa_flags": params.get("qa_flags") or None,
-            "sar_scale": params.get("sar_scale", "db"),
-        }
-    )
-    common = {
-        k: v for k, v in params.items() if k not in RUN_PARAMETERS and k not in OPTION_PARAMETERS
-    }
-    common["options"] = options
-    store = params.get("store") or "cube.icechunk"
+    check_integer(params.get("batch_size", DEFAULT_BATCH_SIZE), "batch_size", 1)
+    check_switch(params.get("per_feature", False), "per_feature")
+    spec = CubeSpec.from_parameters(params)
+    common = request_arguments(spec)
+    store = params.get("store") or DEFAULT_STORE
     if not isinstance(store, str | Path):
         raise InvalidRequestError(f"store must be a path, got {store!r}")
     if params.get("per_feature"):
-        if params.get("bbox") is not None:
+        if spec.area.bbox is not None:
             raise InvalidRequestError("per_feature builds take their areas from aoi, not bbox")
-        return feature_requests(params.get("aoi"), params.get("name_field"), str(store), common)
-    request = make_request(bbox=params.get("bbox"), aoi=params.get("aoi"), **common)
+        return feature_requests(spec.area.aoi, params.get("name_field"), str(store), common)
+    request = make_request(bbox=spec.area.bbox, aoi=spec.area.aoi, **common)
     return {None: (request, str(store))}
+
+
+def request_arguments(spec: CubeSpec) -> dict[str, Any]:
+    """:func:`~stac2cube.request.make_request` keywords of ``spec``, its area (``bbox``,
+    ``aoi``) apart: the processing options as one object."""
+    layers = {name for name, f in SPEC_FIELDS.items() if f.section == "layers"}
+    arguments = {
+        name: value
+        for name, value in spec.parameters().items()
+        if name not in ("bbox", "aoi") and (name not in layers or name in ("bands", "resampling"))
+    }
+    arguments["options"] = spec.layers.options()
+    return arguments
 
 
 def check_build(params: dict[str, Any]) -> dict[str | None, tuple[CubeRequest, str]]:

@@ -22,6 +22,7 @@ from stac2cube.errors import InvalidRequestError
 from stac2cube.grid import Grid, centre_utm_epsg, grid_for_bbox, native_anchor, parse_crs
 from stac2cube.missions import MISSIONS, BandSpec, MissionSpec, get_mission
 from stac2cube.radiometry import ProcessingOptions
+from stac2cube.spec import DEFAULT_MAX_CLOUD, DEFAULT_RESOLUTION
 
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "average")
 TILE_MODES = ("mosaic", "separate")
@@ -29,8 +30,6 @@ QUICKLOOK_FORMATS = (None, "gif", "png")
 MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 #: meteorological seasons by their usual letters
 SEASON_NAMES = {"DJF": (12, 1, 2), "MAM": (3, 4, 5), "JJA": (6, 7, 8), "SON": (9, 10, 11)}
-DEFAULT_MAX_CLOUD = 100.0
-DEFAULT_RESOLUTION = 10.0
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import inspect
+import os
 import re
 import textwrap
 import types
@@ -194,6 +196,13 @@ class LayerSpec(_Section):
     sar_scale: SarScale = Field(
         "db", description="Sentinel-1 backscatter in dB (default) or linear gamma0."
     )
+
+    def options(self) -> Any:
+        """The :class:`~stac2cube.radiometry.ProcessingOptions` of this section."""
+        from stac2cube.radiometry import ProcessingOptions
+
+        names = [f.name for f in dataclasses.fields(ProcessingOptions)]
+        return ProcessingOptions.from_record(self.model_dump(include=set(names)))
 
 
 class FilterSpec(_Section):
@@ -428,6 +437,34 @@ _FLOW_ORDER = (
 )  # fmt: skip
 
 
+def check_integer(value: Any, name: str, minimum: int) -> int:
+    """``value`` when it is an integer of at least ``minimum``.
+
+    >>> check_integer(8, "batch_size", 1)
+    8
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise InvalidRequestError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_switch(value: Any, name: str) -> bool:
+    """``value`` when it is True or False.
+
+    >>> check_switch(False, "clip")
+    False
+    """
+    if not isinstance(value, bool):
+        raise InvalidRequestError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _switch(name: str) -> Callable[[Any], bool]:
+    return lambda value: check_switch(value, name)
+
+
 def _number(name: str) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         try:
@@ -456,9 +493,12 @@ def _mission(value: Any) -> Any:
 
 
 def _date(name: str) -> Callable[[Any], Any]:
-    from stac2cube.request import parse_date
+    def check(value: Any) -> Any:
+        from stac2cube.request import parse_date
 
-    return lambda value: parse_date(value, name)
+        return parse_date(value, name)
+
+    return check
 
 
 def _dates(value: Any) -> list[dt.date]:
@@ -479,6 +519,7 @@ def _bbox(value: Any) -> list[float]:
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "mission": _mission,
     "bbox": _bbox,
+    "aoi": lambda value: os.fspath(value) if isinstance(value, os.PathLike) else value,
     "start": _date("start"),
     "end": _date("end"),
     "dates": _dates,
@@ -486,6 +527,9 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_cloud": _number("max_cloud"),
     "min_coverage": _number("min_coverage"),
     "max_scene_cloud": _number("max_scene_cloud"),
+    "clip": _switch("clip"),
+    "mask_clouds": _switch("mask_clouds"),
+    "statistics": _switch("statistics"),
     "resampling": _choice("resampling", ResamplingName),
     "tile_mode": _choice("tile_mode", TileMode),
     "sar_scale": _choice("sar_scale", SarScale),
@@ -542,6 +586,24 @@ def with_spec_parameters(
     return decorate
 
 
+def bound_parameters(fn: Callable[..., Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """``parameters`` of a call of ``fn`` (made by :func:`with_spec_parameters`) with the
+    defaults of those not given (a direct ``fn.fn(...)`` call passes only what it names).
+
+    Raises:
+        InvalidRequestError: a parameter ``fn`` does not take.
+    """
+    signature = inspect.signature(fn.fn if hasattr(fn, "fn") else fn)
+    unknown = sorted(set(parameters) - set(signature.parameters))
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown parameter(s) {unknown}; the parameters are {sorted(signature.parameters)}"
+        )
+    bound = signature.bind_partial(**parameters)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 def args_doc(names: Iterable[str], indent: int = 8) -> str:
     """Google-style ``Args:`` lines of the flat parameters ``names``."""
     fields = {**SPEC_FIELDS, **RUN_FIELDS}
@@ -556,15 +618,20 @@ def args_doc(names: Iterable[str], indent: int = 8) -> str:
     return "\n".join(lines).lstrip()
 
 
-def add_cli_options(parser: Any, names: Iterable[str]) -> None:
+def add_cli_options(
+    parser: Any, names: Iterable[str], *, required: bool = False, note: str = ""
+) -> None:
     """Add ``--name`` options for the flat parameters ``names`` to an argparse ``parser`` (or
     group): lists take several values, booleans are switches, choices come from the types.
-    Unset options stay None, so the spec's defaults (defined once, here) apply.
+    Unset options stay None, so the spec's defaults (defined once, here) apply. ``note`` is
+    added to each option's help.
     """
     fields = {**SPEC_FIELDS, **RUN_FIELDS}
     for name in names:
         field = fields[name]
-        kwargs: dict[str, Any] = {"help": _cli_help(field.description), "default": None}
+        kwargs: dict[str, Any] = {"help": _cli_help(field.description) + note, "default": None}
+        if required:
+            kwargs["required"] = True
         kind, many = _scalar(field.annotation)
         if kind is bool:
             kwargs.update(action="store_true", default=None)
