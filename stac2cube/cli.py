@@ -15,17 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_ERROR = 2
+from stac2cube.cli_parser import BUILD_OPTIONS, EXIT_ERROR, build_parser
+
 #: exit code of an error stac2cube does not name (a bug, or a library failing unforeseen)
 EXIT_UNEXPECTED = 1
-
-BUILD_EPILOG = """\
-examples:
-  stac2cube build --mission sentinel-2-l2a --bbox 11.50 48.10 11.56 48.14 \\
-      --start 2024-06-01 --end 2024-06-30 --bands red nir --max-cloud 30 --store munich.icechunk
-  stac2cube build --mission sentinel-2-l2a --aoi field.geojson --start 2024-01-01 \\
-      --catalog http://127.0.0.1:8082 --collection sentinel-2-c1-l2a --store field.icechunk
-"""
 
 
 def _configure_environment(debug: bool) -> None:
@@ -72,28 +65,6 @@ def _console(debug: bool):
             handler.removeFilter(quiet)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the CLI's last line: ``error: <what is wrong>`` (after the usage)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"error: {message} (see {self.prog} --help)\n")
-
-
-def _add_runner_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--runner",
-        default="auto",
-        help="where pixels are computed: auto (SLURM inside a SLURM job, else local), local "
-        "(a Dask LocalCluster), slurm (dask-jobqueue), or a Dask scheduler tcp://HOST:PORT",
-    )
-    p.add_argument(
-        "--dask-cluster",
-        metavar="BLOCK",
-        help="name of a saved stac2cube DaskCluster block with the cluster settings",
-    )
-
-
 @contextlib.contextmanager
 def _flow_context(args: argparse.Namespace):
     """Where the CLI runs a flow, once every parameter has been checked: the runner chosen by
@@ -111,156 +82,6 @@ def _flow_context(args: argparse.Namespace):
         TerminalProgress("reading and writing pixels"),
     ):
         yield
-
-
-#: ``stac2cube build`` options from the cube spec and the run's parameters (stac2cube.spec,
-#: where each is defined once), in help order; --mission, --bbox and --aoi come first
-BUILD_OPTIONS = (
-    "start", "end", "store", "per_feature", "name_field", "clip", "season", "dates", "catalog",
-    "collection", "bands", "resolution", "crs", "anchor", "max_cloud", "min_coverage",
-    "max_scene_cloud", "tile_mode", "indices", "composites", "statistics", "quicklook",
-    "resampling", "batch_size", "mask_clouds", "scl_classes", "qa_flags", "sar_scale",
-)  # fmt: skip
-#: the build's options that are also ``stac2cube availability``'s
-AVAILABILITY_OPTIONS = ("start", "end", "max_cloud", "season", "dates")
-
-
-def _add_mission_and_area(
-    p: argparse.ArgumentParser, *, required: bool, mission_note: str = "", aoi_note: str = ""
-) -> None:
-    """``--mission`` and one of ``--bbox`` / ``--aoi`` (build and availability)."""
-    from stac2cube.spec import add_cli_options
-
-    add_cli_options(p, ["mission"], required=required, note=mission_note)
-    area = p.add_mutually_exclusive_group(required=required)
-    add_cli_options(area, ["bbox"])
-    area.add_argument(  # a file on the command line; the flow also takes GeoJSON itself
-        "--aoi",
-        help="area as a vector file of polygons (GeoJSON, GeoPackage, Shapefile, KML)" + aoi_note,
-    )
-
-
-def _add_request_arguments(p: argparse.ArgumentParser) -> None:
-    from stac2cube.spec import add_cli_options
-
-    p.add_argument(
-        "--settings",
-        metavar="JSON",
-        help="re-run the build recorded in a cube's settings file (<cube>.settings.json); "
-        "--store, --start, --end and --batch-size given as well override it",
-    )
-    _add_mission_and_area(
-        p,
-        required=False,
-        mission_note=" (required unless --settings)",
-        aoi_note="; all features form one area unless --per-feature",
-    )
-    add_cli_options(p, BUILD_OPTIONS)
-    _add_runner_arguments(p)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from stac2cube import __version__
-    from stac2cube.spec import add_cli_options
-
-    parser = _Parser(
-        prog="stac2cube",
-        description="Turn STAC searches into analysis-ready, incrementally updated data cubes.",
-    )
-    parser.add_argument("--version", action="version", version=f"stac2cube {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    b = sub.add_parser(
-        "build",
-        help="build a cube, or extend an existing one",
-        epilog=BUILD_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_request_arguments(b)
-
-    i = sub.add_parser("info", help="print a cube's grid, bands, time range and scenes per step")
-    i.add_argument("path", help="cube store path")
-    i.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-    u = sub.add_parser("update", help="extend a cube from its own recorded request up to --end")
-    u.add_argument("--store", required=True, help="existing cube store path")
-    u.add_argument("--end", help="last day, YYYY-MM-DD (UTC, inclusive); default: today")
-    u.add_argument(
-        "--lookback-days",
-        type=int,
-        default=30,
-        help="search this many days before the cube's last step for late or reprocessed "
-        "scenes (default 30)",
-    )
-    u.add_argument(
-        "--batch-size", type=int, default=8, help="time steps read and written at a time"
-    )
-    _add_runner_arguments(u)
-
-    h = sub.add_parser("history", help="list a cube's commits (snapshots), newest first")
-    h.add_argument("path", help="cube store path")
-    h.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-    r = sub.add_parser(
-        "rollback",
-        help="point a cube back at an earlier snapshot (the abandoned head is kept as a tag)",
-    )
-    r.add_argument("path", help="cube store path")
-    r.add_argument("--to", required=True, metavar="SNAPSHOT", help="snapshot id from `history`")
-
-    e = sub.add_parser("export", help="write a cube as plain Zarr v3, NetCDF, or COGs + VRT")
-    e.add_argument("path", help="cube store path")
-    e.add_argument("--format", required=True, choices=["zarr", "netcdf", "cog"], help="format")
-    e.add_argument("--out", required=True, help="output path (must not exist)")
-    e.add_argument("--snapshot", help="export this snapshot instead of the latest")
-
-    d = sub.add_parser(
-        "demo",
-        help="build a small cube offline from a bundled synthetic catalog "
-        "served by a local STAC API (needs PostgreSQL + PostGIS)",
-    )
-    d.add_argument("--store", default="demo-cube/demo.icechunk", help="cube store path")
-    d.add_argument("--data", default="demo-cube/catalog", help="where to write the synthetic COGs")
-
-    a = sub.add_parser(
-        "availability",
-        help="before a build: list the scenes per day and catalog for an area and period "
-        "(tiles, cloud cover, area covered), optionally as CSV and a footprint map",
-        description="Search each catalog once (same input rules and filters as build) and "
-        "print one row per solar day and catalog. With several catalogs, one that cannot be "
-        "searched is shown with its error; a single failing catalog is an error.",
-        epilog="examples:\n"
-        "  stac2cube availability --mission sentinel-2-l2a --bbox 11.50 48.10 11.56 48.14 \\\n"
-        "      --start 2024-06-01 --end 2024-06-30 --catalog earth-search planetary-computer\n"
-        "  stac2cube availability --mission landsat-c2-l2 --aoi field.geojson --start 2023-01-01 \\\n"
-        "      --season JJA --max-cloud 40 --csv scenes.csv --map footprints.png\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_mission_and_area(a, required=True, aoi_note="; all features form one area")
-    add_cli_options(a, AVAILABILITY_OPTIONS)
-    a.add_argument(
-        "--catalog",
-        nargs="+",
-        action="extend",
-        metavar="CATALOG",
-        help="catalogs to compare: earth-search (default), planetary-computer, terrabyte, "
-        "auto, or STAC API URLs; several names, or the option repeated",
-    )
-    a.add_argument(
-        "--collection",
-        nargs="+",
-        metavar="COLLECTION",
-        help="collection id for every catalog, or one per --catalog in the same order "
-        "(default: each catalog's collection for the mission)",
-    )
-    a.add_argument("--csv", metavar="PATH", help="also write the table as CSV to PATH")
-    a.add_argument(
-        "--map",
-        metavar="PNG",
-        help="also draw the scene footprints of each catalog over the area to this PNG",
-    )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
