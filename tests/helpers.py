@@ -6,6 +6,9 @@ rasterio and converted by the documented formulas.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 
 
@@ -33,3 +36,26 @@ def mosaic_first_valid(layers: list[np.ndarray]) -> np.ndarray:
     for layer in layers:
         out = np.where(np.isnan(out), layer, out)
     return out
+
+
+def tree_digest(path: Path) -> str:
+    """A hash of every file (name and bytes) under ``path``: equal digests, an untouched store."""
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        h.update(str(p.relative_to(path)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def small_bbox() -> list[float]:
+    """A 400 m x 400 m WGS 84 box inside tile A (the seasons collection's scenes)."""
+    from pyproj import Transformer
+
+    from stac2cube.testing.synthetic import TILE_A
+
+    tr = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
+    x0, y1 = TILE_A[2]
+    w, s = tr.transform(x0 + 100, y1 - 500)
+    e, n = tr.transform(x0 + 500, y1 - 100)
+    return [w, s, e, n]

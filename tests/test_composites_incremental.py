@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from pyproj import Transformer
+from helpers import small_bbox
 
 from stac2cube import get_stac_layers, open_cube
 from stac2cube.composites import open_composites
@@ -35,14 +35,6 @@ def scene(day: str, seed: int, **kw) -> SceneSpec:
     return SceneSpec(
         TILE_A[0], TILE_A[1], TILE_A[2], when, size=60, seed=seed, collection=COLLECTION, **kw
     )
-
-
-def small_bbox() -> list[float]:
-    tr = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
-    x0, y1 = TILE_A[2]
-    w, s = tr.transform(x0 + 100, y1 - 500)
-    e, n = tr.transform(x0 + 500, y1 - 100)
-    return [w, s, e, n]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ included, and a first build never finishes on top of a cube another run created 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import tree_digest
 
 from stac2cube import get_stac_layers
 from stac2cube.errors import StoreError
@@ -31,16 +31,6 @@ def params(url: str, store: Path, **kw) -> dict:
         "store": str(store),
         **kw,
     }
-
-
-def tree_digest(path: Path) -> str:
-    """A hash of every file (name and bytes) under ``path``."""
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def beside(store: Path) -> dict[str, tuple[bytes, int]]:

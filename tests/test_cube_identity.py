@@ -8,12 +8,12 @@ writes only per-step variables; a 30 m Landsat cube lies on Landsat's own pixels
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from helpers import tree_digest
 from pyproj import Transformer
 
 from stac2cube import get_stac_layers, open_cube
@@ -31,16 +31,6 @@ from stac2cube.testing.synthetic_missions import (
 pytestmark = pytest.mark.integration
 
 S2 = {"mission": "sentinel-2-l2a", "collection": "sentinel-2-c1-l2a", "bands": ["B04", "SCL"]}
-
-
-def tree_digest(path: Path) -> str:
-    """Hash of every file (name and bytes) under ``path``."""
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def build(url: str, store: Path, start: str, end: str, **kw):

@@ -10,24 +10,16 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from pyproj import Transformer
+from helpers import small_bbox
 
 from stac2cube import get_stac_layers, open_cube
 from stac2cube.composites import open_composites, parse_composites
 from stac2cube.errors import InvalidRequestError
 from stac2cube.request import make_request
 from stac2cube.settings import sidecar_path
-from stac2cube.testing.synthetic import TILE_A, demo_bbox
+from stac2cube.testing.synthetic import demo_bbox
 
 pytestmark = pytest.mark.integration
-
-
-def small_bbox():
-    tr = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
-    x0, y1 = TILE_A[2]
-    w, s = tr.transform(x0 + 100, y1 - 500)
-    e, n = tr.transform(x0 + 500, y1 - 100)
-    return [w, s, e, n]
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import dn_on_grid, reflectance
+from helpers import dn_on_grid, reflectance, tree_digest
 
 from stac2cube import get_stac_layers, open_cube
 from stac2cube.plan import plan_changes, stamp_ledger
@@ -265,15 +264,6 @@ def pixels(ds, item: dict) -> np.ndarray:
     """Expected B04 of ``item`` on the cube's grid, from its COG (NaN outside it)."""
     dn, _ = dn_on_grid(item["assets"]["red"]["href"], ds.x.values, ds.y.values, 32632)
     return reflectance(dn, -1000)
-
-
-def tree_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import xarray as xr
+from helpers import tree_digest
 
 from stac2cube import get_stac_layers, open_cube
 from stac2cube.errors import GridMismatchError, StoreError
@@ -73,15 +72,6 @@ def build(url, store, start, end, **kw):
     )
     args.update(kw)
     return get_stac_layers(**args)
-
-
-def tree_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def assert_same_cube(a: xr.Dataset, b: xr.Dataset) -> None:
