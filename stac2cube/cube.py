@@ -234,7 +234,11 @@ class Cube:
         self._work = self._staging_path() if new else None
         try:
             session = self.writable_session(create=new)
+            created = session.snapshot_id
             yield session
+            # asked of the repository, not of this handle's state (which a task may have
+            # committed through a copy of the handle)
+            committed = self.repository().lookup_branch("main") != created
         except BaseException:
             if self._work is not None:
                 _remove_tree(self._work)
@@ -243,10 +247,10 @@ class Cube:
         finally:
             work, self._work, self._repo = self._work, None, None
         if work is not None:
-            if self._state is None:  # nothing was committed: nothing to put in place
-                _remove_tree(work)
-            else:
+            if committed:
                 os.replace(work, self.path)
+            else:  # nothing was committed: nothing to put in place
+                _remove_tree(work)
 
     def writable_session(self, *, create: bool = False):
         """A writable session of ``main`` (of the staging repository inside :meth:`writing`)."""
