@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +12,7 @@ from prefect.utilities.annotations import quote
 
 from stac2cube import __version__
 from stac2cube._log import get_logger
+from stac2cube.cube import Cube, as_cube
 from stac2cube.dataset import static_steps
 from stac2cube.errors import (
     BuildError,
@@ -32,16 +30,7 @@ from stac2cube.settings import STATS_SUFFIX, sidecar_path, write_settings
 from stac2cube.signing import make_signer
 from stac2cube.spec import bound_parameters, with_spec_parameters
 from stac2cube.steps import TimeStep, deduplicate
-from stac2cube.store import (
-    CubeState,
-    check_compatible,
-    merge_ledger,
-    open_cube,
-    open_repo,
-    processing_record,
-    read_state,
-    store_lock,
-)
+from stac2cube.store import CubeState, check_compatible, merge_ledger, processing_record
 from stac2cube.tasks.group import group_task
 from stac2cube.tasks.load import load_task
 from stac2cube.tasks.plan import plan_task
@@ -97,15 +86,21 @@ class PreparedBuild:
     """A validated request with its search done and its plan made; nothing written yet."""
 
     request: CubeRequest
-    store: str
+    cube: Cube
     state: CubeState | None
     steps: list[TimeStep]
     plan: Plan
 
+    @property
+    def store(self) -> str:
+        """The store path as given."""
+        return self.cube.name
 
-def prepare_build(request: CubeRequest, store: str) -> PreparedBuild:
+
+def prepare_build(request: CubeRequest, store: str | Path | Cube) -> PreparedBuild:
     """Check the store, search, group and plan: everything that can fail before writing."""
-    state = read_state(store)
+    cube = as_cube(store)
+    state = cube.state
     if state is not None:
         check_compatible(state, request.describe())
     items = search_task(request, allow_empty=state is not None)
@@ -120,7 +115,7 @@ def prepare_build(request: CubeRequest, store: str) -> PreparedBuild:
     )
     if plan.empty and state is None:
         raise EmptySearchError("no scenes left after de-duplication")
-    return PreparedBuild(request, str(store), state, steps, plan)
+    return PreparedBuild(request, cube, state, steps, plan)
 
 
 def execute_build(
@@ -129,19 +124,18 @@ def execute_build(
     """Write a prepared build, then its settings, statistics and quicklook, all under the store
     lock (two runs never write one cube, or the files beside it, at the same time)."""
     log = get_logger()
-    request, store = prepared.request, prepared.store
+    request, cube = prepared.request, prepared.cube
     snapshot, written = None, []
-    target = Path(store)
-    with store_lock(target):
-        state, plan = replan(prepared)
-        ledger = state.ledger if state is not None else []
+    with cube.lock():
+        _, plan = replan(prepared)  # the handle now holds the state read under the lock
+        ledger = cube.ledger
         if not plan.empty:
             with pixel_client():  # the cluster starts here, only when there is pixel work
                 snapshot, ledger, written = write_plan(
-                    request, plan, target, state, batch_size, pc_key=pc_key
+                    request, plan, cube, batch_size, pc_key=pc_key
                 )
-        products = write_products(store, request, written)
-    summary = _summary(store, snapshot, plan, ledger)
+        products = write_products(cube, request, written)
+    summary = _summary(cube.name, snapshot, plan, ledger)
     summary["filtered_time_steps"] = 0
     if snapshot is not None:  # what was written, after the filters
         n_replaced = sum(t in plan.replaced_times for t in written)
@@ -151,11 +145,11 @@ def execute_build(
             filtered_time_steps=len(plan.steps) - len(written),
         )
     if snapshot is None:
-        log.info("nothing new for %s: the cube already holds every matching scene", store)
+        log.info("nothing new for %s: the cube already holds every matching scene", cube.name)
     else:
-        log.info("cube %s: snapshot %s, %d time steps", store, snapshot, len(ledger))
+        log.info("cube %s: snapshot %s, %d time steps", cube.name, snapshot, len(ledger))
     summary.update(products)
-    return _reported(summary)
+    return _reported(summary, cube)
 
 
 def replan(prepared: PreparedBuild) -> tuple[CubeState | None, Plan]:
@@ -165,7 +159,7 @@ def replan(prepared: PreparedBuild) -> tuple[CubeState | None, Plan]:
     against the new state; a first build whose cube another run has created meanwhile stops
     here, before any pixel is read (it was planned without the cube's grid and ledger).
     """
-    state = read_state(prepared.store)
+    state = prepared.cube.refresh()
     if prepared.state is None and state is None:
         return None, prepared.plan
     if prepared.state is None or state is None:
@@ -178,11 +172,17 @@ def replan(prepared: PreparedBuild) -> tuple[CubeState | None, Plan]:
     return state, plan
 
 
-def write_products(store: str, request: CubeRequest, written: list[str]) -> dict[str, str]:
-    """The files beside a committed cube: settings, statistics CSV, quicklook. Returns paths."""
-    state = read_state(store)  # the record just committed (or the cube's, with nothing new)
+def write_products(cube: Cube | str, request: CubeRequest, written: list[str]) -> dict[str, str]:
+    """The files beside a committed cube: settings, statistics CSV, quicklook. Returns paths.
+
+    The record is the state the handle holds (the one just committed, or the cube's own with
+    nothing new); the store is not read again for it.
+    """
+    cube = as_cube(cube)
+    state = cube.state
     if state is None:
         return {}
+    store = cube.name
     out = {"settings": str(write_settings(store, state.request, __version__))}
     try:
         if request.statistics:
@@ -190,13 +190,13 @@ def write_products(store: str, request: CubeRequest, written: list[str]) -> dict
 
             csv = sidecar_path(store, STATS_SUFFIX)
             out["statistics"] = str(
-                write_statistics_csv(store, csv, times=written if csv.exists() else None)
+                write_statistics_csv(cube, csv, times=written if csv.exists() else None)
             )
         if request.quicklook:
             from stac2cube.quicklook import write_quicklooks
 
             path = sidecar_path(store, f".quicklook.{request.quicklook}")
-            out["quicklook"] = str(write_quicklooks(store, path, fmt=request.quicklook))
+            out["quicklook"] = str(write_quicklooks(cube, path, fmt=request.quicklook))
     except Stac2CubeError:
         raise
     except Exception as exc:
@@ -256,10 +256,10 @@ def build_feature_cubes(
     return results
 
 
-def _reported(summary: dict[str, Any]) -> dict[str, Any]:
+def _reported(summary: dict[str, Any], cube: Cube | None = None) -> dict[str, Any]:
     """Publish the run report artifacts; a report failure never fails a committed build."""
     try:
-        publish_build_report(summary)
+        publish_build_report(summary, cube=cube)
     except Exception as exc:  # artifacts are a courtesy: the cube is already committed
         get_logger().warning("could not publish the run report: %s", exc)
     return summary
@@ -291,120 +291,146 @@ def _summary(store, snapshot, plan: Plan, ledger) -> dict[str, Any]:
 def write_plan(
     request,
     plan: Plan,
-    target: Path,
-    state: CubeState | None,
+    cube: Cube,
     batch_size: int = 8,
     *,
     pc_key: str | None = None,
 ) -> tuple[str | None, list, list[str]]:
-    """Load, preprocess and write the plan's time steps; commit once.
+    """Load, preprocess and write the plan's time steps into the cube; commit once.
 
     Steps failing the request's coverage or scene-cloud filters are dropped before writing.
+    The handle holds the lifecycle (:meth:`Cube.writing`): a new cube is staged in a hidden
+    directory and renamed into place after its commit, so a failed first build leaves nothing;
+    an existing cube is written in one session, invisible to readers until the commit.
 
     Returns:
-        ``(snapshot, ledger, times written)``; the snapshot is None when every step was
-        filtered out of an existing cube (nothing is committed).
+        ``(snapshot, ledger, times written)``.
 
     Large arguments (item dicts, lazy datasets, the ledger) are passed to tasks ``quote``-d so
     that Prefect does not walk them for upstream futures (measured: ~30 ms per item otherwise).
-
-    A new cube is built in a hidden sibling directory and renamed into place after its commit,
-    so a failed first build leaves nothing. An existing cube is written in one icechunk session:
-    until the commit, readers (and a crash) see the previous snapshot.
     """
-    log = get_logger()
-    work = target if state is not None else _staging_path(target)
-    _remove_stale_staging(target)
-    repo = open_repo(work, create=True)
-    try:
-        session = repo.writable_session("main")
-        ledger = list(state.ledger) if state is not None else []
-        appends_only = not plan.replace and (
-            state is None
-            or not state.times
-            or min(s.time.isoformat() for s in plan.add) > state.times[-1]
-        )
-        steps = plan.steps
-        entries: list[dict[str, Any]] = []
-        rejected: list[dict[str, Any]] = []  # steps the coverage / cloud filters dropped
-        parts = []
-        first = state is None
-        progress = ProgressArtifact(str(target), total=len(steps))
-        processing = processing_record(request.describe())  # recorded in every ledger entry
-        for k in range(0, len(steps), batch_size):
-            batch = steps[k : k + batch_size]
-            items_b = [i for s in batch for i in s.items]
-            signer = make_signer(request.catalog, items_b, key=pc_key)
-            raw = load_task(request, quote(items_b), signer=signer)
-            ds, batch_entries = preprocess_task(request, quote(batch), quote(raw))
-            stamp_ledger(batch_entries, batch)
-            for entry in batch_entries:
-                entry["processing"] = dict(processing)
-            ds, batch_entries, items_b = filter_steps(request, ds, batch_entries, batch)
-            kept = {e["time"] for e in batch_entries}
-            rejected += [rejected_entry(s) for s in batch if s.time.isoformat() not in kept]
-            if not batch_entries:
-                progress.update(k + len(batch))
-                continue
-            entries.extend(batch_entries)
-            if appends_only:
-                write_task(session, quote(ds), first, quote(items_b), batch_size)
-                first = False
-                progress.update(k + len(batch))
-                log.info(
-                    "wrote time steps %d-%d of %d (%.0f%%)",
-                    k + 1,
-                    k + len(batch),
-                    len(steps),
-                    100 * (k + len(batch)) / len(steps),
-                )
-            else:
-                parts.append((ds, items_b))
-        written = [e["time"] for e in entries]
-        if not entries and state is None:
+    state = cube.state  # read under the lock (replan)
+    with cube.writing() as session:
+        staged = stage_batches(request, plan, cube, session, batch_size, pc_key=pc_key)
+        written = [e["time"] for e in staged.entries]
+        if not written and state is None:
             raise EmptySearchError(
                 f"no time step passed the filters (min_coverage {request.min_coverage:g}, "
                 f"max_scene_cloud {request.max_scene_cloud:g}%); nothing was written"
             )
         replaced = {t: old for t, old in plan.replaced_times.items() if t in set(written)}
-        if not appends_only and parts:
-            base = open_cube(target)
-            new = xr.concat([p[0] for p in parts], dim="time")
-            items_all = [i for p in parts for i in p[1]]
-            rewrite_task(session, quote(base), quote(new), replaced, quote(items_all), batch_size)
-            log.info(
-                "inserted %d and replaced %d time steps",
-                len(written) - len(replaced),
-                len(replaced),
-            )
-        ledger = merge_ledger(ledger, entries, replaced)
+        if staged.parts:  # inserts and replacements, written in time order
+            insert_steps(cube, session, staged.parts, replaced, batch_size)
+        ledger = merge_ledger(cube.ledger, staged.entries, replaced)
         record = described_with_range(request, state)
-        record["rejected"] = merge_rejected(record.get("rejected", []), rejected, entries)
-        if record.get("composites") and entries:  # the periods of the steps this run changed
+        record["rejected"] = merge_rejected(
+            record.get("rejected", []), staged.rejected, staged.entries
+        )
+        if record.get("composites") and written:  # the periods of the steps this run changed
             from stac2cube.composites import write_composites
 
             write_composites(session, record["composites"], [*written, *replaced.values()])
-        snapshot = commit_task(
-            session,
-            record,
-            quote(ledger),
-            __version__,
+        n_scenes = sum(len(e["items"]) for e in staged.entries)
+        counts = {
+            "added_time_steps": len(written) - len(replaced),
+            "replaced_time_steps": len(replaced),
+            "scenes": n_scenes,
+        }
+        message = (
             f"{'extend' if state else 'create'}: +{len(written) - len(replaced)} time steps, "
-            f"{len(replaced)} replaced ({sum(len(e['items']) for e in entries)} "
-            f"scenes) {request.start}..{request.end}",
-            {
-                "added_time_steps": len(written) - len(replaced),
-                "replaced_time_steps": len(replaced),
-                "scenes": sum(len(e["items"]) for e in entries),
-            },
+            f"{len(replaced)} replaced ({n_scenes} scenes) {request.start}..{request.end}"
         )
-    except BaseException:
-        if work != target:
-            _remove_tree(work)
-        raise
-    if work != target:
-        os.replace(work, target)
+        snapshot = commit_task(
+            quote(cube), session, quote(record), quote(ledger), __version__, message, counts
+        )
     return snapshot, ledger, written
+
+
+@dataclass
+class StagedSteps:
+    """What the batches of a run left: ledger entries of the steps kept, the steps the filters
+    rejected, and (for inserts and replacements) the datasets still to write."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    parts: list[tuple[xr.Dataset, list[dict[str, Any]]]] = field(default_factory=list)
+
+
+def stage_batches(
+    request: CubeRequest,
+    plan: Plan,
+    cube: Cube,
+    session,
+    batch_size: int = 8,
+    *,
+    pc_key: str | None = None,
+) -> StagedSteps:
+    """Per batch of steps: load -> preprocess -> ledger entries -> filters -> write.
+
+    Steps after the cube's end are appended batch by batch; otherwise (inserts, replacements)
+    the batches are kept lazy for :func:`insert_steps`.
+    """
+    log = get_logger()
+    state = cube.state
+    appends_only = not plan.replace and (
+        state is None
+        or not state.times
+        or min(s.time.isoformat() for s in plan.add) > state.times[-1]
+    )
+    steps = plan.steps
+    out = StagedSteps()
+    first = state is None
+    progress = ProgressArtifact(cube.name, total=len(steps))
+    processing = processing_record(request.describe())  # recorded in every ledger entry
+    for k in range(0, len(steps), batch_size):
+        batch = steps[k : k + batch_size]
+        items_b = [i for s in batch for i in s.items]
+        signer = make_signer(request.catalog, items_b, key=pc_key)
+        raw = load_task(request, quote(items_b), signer=signer)
+        ds, batch_entries = preprocess_task(request, quote(batch), quote(raw))
+        stamp_ledger(batch_entries, batch)
+        for entry in batch_entries:
+            entry["processing"] = dict(processing)
+        ds, batch_entries, items_b = filter_steps(request, ds, batch_entries, batch)
+        kept = {e["time"] for e in batch_entries}
+        out.rejected += [rejected_entry(s) for s in batch if s.time.isoformat() not in kept]
+        if not batch_entries:
+            progress.update(k + len(batch))
+            continue
+        out.entries.extend(batch_entries)
+        if not appends_only:
+            out.parts.append((ds, items_b))
+            continue
+        write_task(session, quote(ds), first, quote(items_b), batch_size)
+        first = False
+        progress.update(k + len(batch))
+        log.info(
+            "wrote time steps %d-%d of %d (%.0f%%)",
+            k + 1,
+            k + len(batch),
+            len(steps),
+            100 * (k + len(batch)) / len(steps),
+        )
+    return out
+
+
+def insert_steps(
+    cube: Cube,
+    session,
+    parts: list[tuple[xr.Dataset, list[dict[str, Any]]]],
+    replaced: dict[str, str],
+    batch_size: int = 8,
+) -> None:
+    """Write inserted and replacing steps into the session, time kept sorted."""
+    base = cube.open_dataset()  # the cube as of the session's parent snapshot
+    new = xr.concat([p[0] for p in parts], dim="time")
+    items_all = [i for p in parts for i in p[1]]
+    rewrite_task(session, quote(base), quote(new), replaced, quote(items_all), batch_size)
+    get_logger().info(
+        "inserted %d and replaced %d time steps",
+        new.sizes["time"] - len(replaced),
+        len(replaced),
+    )
 
 
 def merge_rejected(
@@ -476,25 +502,3 @@ def described_with_range(request, state: CubeState | None) -> dict[str, Any]:
         dict.fromkeys([*(record.get("composites") or []), *described["composites"]])
     )
     return record
-
-
-def _remove_tree(path: Path, tries: int = 20) -> None:
-    """Remove ``path``; retry while writer threads of a failed computation still finish."""
-    for _ in range(tries):
-        shutil.rmtree(path, ignore_errors=True)
-        time.sleep(0.1)
-        if not path.exists():
-            return
-
-
-def _remove_stale_staging(target: Path) -> None:
-    """Remove hidden staging directories of first builds whose process is gone (killed runs)."""
-    for stale in target.parent.glob(f".{target.name}.partial-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _staging_path(target: Path) -> Path:
-    """Where a new cube is built before it is moved to ``target`` in one rename."""
-    return target.with_name(f".{target.name}.partial-{os.getpid()}")

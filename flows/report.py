@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
     import xarray as xr
 
+    from stac2cube.cube import Cube
+
 #: Rows of the time-step table at most (the newest are kept).
 MAX_TABLE_ROWS = 1000
 
@@ -227,17 +229,23 @@ class ProgressArtifact:
 
 
 def publish_build_report(
-    summary: Mapping[str, Any], *, info: Mapping[str, Any] | None = None, title: str = "Cube build"
+    summary: Mapping[str, Any],
+    *,
+    info: Mapping[str, Any] | None = None,
+    title: str = "Cube build",
+    cube: Cube | None = None,
 ) -> dict[str, Any]:
     """Store the run's report as Prefect artifacts: markdown summary, time-step table, quicklook.
 
     Call it inside a flow or task run: the artifacts attach to that run. ``info`` defaults to
-    :func:`~stac2cube.store.cube_info` of ``summary["store"]`` (None when there is no cube).
+    :func:`~stac2cube.store.cube_info` of ``summary["store"]`` (None when there is no cube), or
+    the description of the state ``cube`` holds (the run's handle: the store is not read again).
 
     Args:
         summary: The flow's summary dict.
         info: The cube's description, if already at hand.
         title: First heading of the markdown.
+        cube: The run's :class:`~stac2cube.cube.Cube` of ``summary["store"]``, if at hand.
 
     Returns:
         ``{"markdown": id, "table": id, "quicklook": id, "keys": [...]}``: the artifact ids (None
@@ -250,8 +258,12 @@ def publish_build_report(
     )
 
     store = str(summary.get("store", "cube"))
+    if cube is None:
+        from stac2cube.cube import Cube
+
+        cube = Cube(store)
     if info is None:
-        info = _cube_info_or_none(store)
+        info = cube.info() if cube.state is not None else None
     report_key = artifact_key(store, "report")
     table_key = artifact_key(store, "time-steps")
     md_id = create_markdown_artifact(
@@ -267,7 +279,7 @@ def publish_build_report(
         )
     image_key = artifact_key(store, "quicklook")
     image_id = None
-    png = _quicklook_of(store) if info else None
+    png = quicklook_png(cube.open_dataset(snapshot=info.get("snapshot"))) if info else None
     if png is not None:
         image_id = create_image_artifact(
             image_url="data:image/png;base64," + base64.b64encode(png).decode(),
@@ -280,15 +292,3 @@ def publish_build_report(
         "quicklook": image_id,
         "keys": [report_key, table_key, image_key],
     }
-
-
-def _cube_info_or_none(store: str) -> dict[str, Any] | None:
-    from stac2cube.store import cube_info, repo_exists
-
-    return cube_info(store) if repo_exists(store) else None
-
-
-def _quicklook_of(store: str) -> bytes | None:
-    from stac2cube.store import open_cube
-
-    return quicklook_png(open_cube(store))

@@ -246,19 +246,17 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require_cube(path: str) -> None:
-    from stac2cube.errors import StoreError
-    from stac2cube.store import read_state
+def _require_cube(path: str):
+    """The :class:`~stac2cube.cube.Cube` at ``path``; ``no cube at PATH`` when there is none."""
+    from stac2cube.cube import Cube
 
-    if read_state(path) is None:
-        raise StoreError(f"no cube at {path}")
+    cube = Cube(path)
+    cube.require()
+    return cube
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from stac2cube.store import history
-
-    _require_cube(args.path)
-    commits = history(args.path)
+    commits = _require_cube(args.path).history()
     if args.json:
         print(json.dumps(commits, indent=1))
         return 0
@@ -276,11 +274,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from stac2cube.store import rollback, store_lock
-
-    _require_cube(args.path)
-    with store_lock(args.path):
-        tag = rollback(args.path, args.to)
+    cube = _require_cube(args.path)
+    with cube.lock():
+        tag = cube.rollback(args.to)
     print(f"{args.path}: now at snapshot {args.to}; the previous head is kept as tag {tag}")
     return 0
 
@@ -288,8 +284,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from stac2cube.export import export_cube
 
-    _require_cube(args.path)
-    written = export_cube(args.path, args.format, args.out, snapshot=args.snapshot)
+    cube = _require_cube(args.path)
+    written = export_cube(cube, args.format, args.out, snapshot=args.snapshot)
     print(f"wrote {len(written)} {'file' if len(written) == 1 else 'files'} to {args.out}")
     return 0
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,9 @@ import xarray as xr
 
 from stac2cube.errors import InvalidRequestError, StoreError
 from stac2cube.stats import continuous_variables
+
+if TYPE_CHECKING:
+    from stac2cube.cube import Cube
 
 STATS = ("median", "mean", "min", "max")
 PERIODS = ("all", "month", "year", "season")
@@ -355,25 +359,21 @@ def _chunks(var: xr.DataArray | xr.Dataset) -> tuple[int, int]:
     return (min(512, var.sizes["y"]), min(512, var.sizes["x"]))
 
 
-def open_composites(path: str | Path, period: str, *, snapshot: str | None = None) -> xr.Dataset:
-    """The composites of one period kind of the cube at ``path`` (lazy, decoded).
+def open_composites(
+    path: str | Path | Cube, period: str, *, snapshot: str | None = None
+) -> xr.Dataset:
+    """The composites of one period kind of the cube at ``path`` (lazy, decoded): its group
+    ``composites/<period>`` (:meth:`Cube.open_dataset <stac2cube.cube.Cube.open_dataset>`).
 
     Example:
         >>> open_composites("munich.icechunk", "month").B04_median  # doctest: +SKIP
     """
-    from stac2cube.store import open_repo, repo_exists
+    from stac2cube.cube import GroupNotFoundError, as_cube
 
-    if not repo_exists(path):
-        raise StoreError(f"no cube at {path}")
-    repo = open_repo(path)
-    session = (
-        repo.readonly_session(snapshot_id=snapshot) if snapshot else repo.readonly_session("main")
-    )
+    cube = as_cube(path)
     try:
-        return xr.open_zarr(
-            session.store, group=f"composites/{period}", consolidated=False, chunks={}
-        )
-    except (FileNotFoundError, KeyError) as exc:
+        return cube.open_dataset(group=f"composites/{period}", snapshot=snapshot)
+    except GroupNotFoundError as exc:
         raise StoreError(
-            f"cube {path} has no {period} composites (build it with composites=['median:{period}'])"
+            f"cube {cube.name} has no {period} composites (build it with composites=['median:{period}'])"
         ) from exc

@@ -17,17 +17,19 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from stac2cube.cube import Cube, as_cube
 from stac2cube.errors import InvalidRequestError, StoreError
-from stac2cube.store import open_cube
 
 ExportFormat = Literal["zarr", "netcdf", "cog"]
 _CF_ENCODING = ("dtype", "scale_factor", "add_offset", "_FillValue", "units", "calendar")
 
 
 def export_cube(
-    path: str | Path, fmt: ExportFormat, out: str | Path, *, snapshot: str | None = None
+    path: str | Path | Cube, fmt: ExportFormat, out: str | Path, *, snapshot: str | None = None
 ) -> list[Path]:
     """Write the cube at ``path`` (latest or ``snapshot``) to ``out`` in format ``fmt``.
+
+    ``path`` may be a :class:`~stac2cube.cube.Cube` handle.
 
     Returns:
         The files or stores written.
@@ -40,7 +42,8 @@ def export_cube(
     out = Path(out)
     if out.exists():
         raise InvalidRequestError(f"export target {out} exists; choose a new --out path")
-    ds = open_cube(path, snapshot=snapshot)
+    cube = as_cube(path)
+    ds = cube.open_dataset(snapshot=snapshot)
     if fmt == "zarr":
         with warnings.catch_warnings():
             # consolidated metadata lets plain `xarray.open_zarr(out)` open it quickly and
@@ -68,20 +71,18 @@ def export_cube(
             warnings.filterwarnings("ignore", message="endian-ness of dtype and endian kwarg")
             nc.to_netcdf(out, engine="netcdf4")
         return [out]
-    return _export_cogs(path, out, snapshot)
+    return _export_cogs(cube, out, snapshot)
 
 
-def _export_cogs(path: str | Path, out: Path, snapshot: str | None) -> list[Path]:
+def _export_cogs(cube: Cube, out: Path, snapshot: str | None) -> list[Path]:
     import rasterio
     from rasterio.transform import Affine
 
-    from stac2cube.store import read_state
-
-    state = read_state(path, snapshot)
+    state = cube.read_state(snapshot)
     if state is None:
-        raise StoreError(f"no cube at {path}")
+        raise StoreError(f"no cube at {cube.name}")
     grid = state.grid
-    raw = open_cube(path, snapshot=snapshot, decode=False)
+    raw = cube.open_dataset(snapshot=snapshot, decode=False)
     written: list[Path] = []
     out.mkdir(parents=True)
     times = pd.DatetimeIndex(raw.time.values)

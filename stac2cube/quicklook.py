@@ -23,12 +23,16 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from stac2cube.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from stac2cube.cube import Cube
 
 TRUE_COLOUR = (("B04", "B03", "B02"), ("red", "green", "blue"))
 SAR_FALSE_COLOUR = (("vv", "vh"), ("hh", "hv"))
@@ -163,7 +167,7 @@ def _frames(ds: xr.Dataset, max_frames: int) -> list[int]:
 
 
 def write_quicklooks(
-    store: str | Path,
+    store: str | Path | Cube,
     out: str | Path,
     *,
     fmt: str = "gif",
@@ -177,7 +181,7 @@ def write_quicklooks(
     pixels, go without); PNG grid panels have it as their title.
 
     Args:
-        store: the cube.
+        store: the cube (its path, or the run's :class:`~stac2cube.cube.Cube`).
         out: the file to write.
         fmt: ``gif`` or ``png``.
         max_frames: at most this many time steps, evenly spread over the series.
@@ -187,13 +191,14 @@ def write_quicklooks(
     Returns:
         ``out``.
     """
-    from stac2cube.store import open_cube
+    from stac2cube.cube import as_cube
 
     if fmt not in ("gif", "png"):
         raise InvalidRequestError(f"quicklook format must be gif or png, got {fmt!r}")
-    cube = open_cube(store)
+    handle = as_cube(store)
+    cube = handle.open_dataset()
     if cube.sizes.get("time", 0) == 0:
-        raise InvalidRequestError(f"cube {store} has no time steps to show")
+        raise InvalidRequestError(f"cube {handle.name} has no time steps to show")
     names = rgb_bands(cube)
     small = subsample(cube[source_variables(names)], size)
     small = small.isel(time=_frames(small, max_frames)).load()
@@ -204,7 +209,7 @@ def write_quicklooks(
     if fmt == "gif":
         _write_gif(frames, labels, out, seconds_per_frame)
     else:
-        _write_grid(frames, labels, out, title=f"{Path(store).name}: {' '.join(names)}")
+        _write_grid(frames, labels, out, title=f"{Path(handle.name).name}: {' '.join(names)}")
     return out
 
 

@@ -22,10 +22,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+if TYPE_CHECKING:
+    from stac2cube.cube import Cube
 
 STEP_COLUMNS = ("n_scenes", "item_ids", "valid_fraction", "cloud_fraction")
 
@@ -94,19 +98,19 @@ def step_statistics(cube: xr.Dataset) -> pd.DataFrame:
 
 
 def write_statistics_csv(
-    store: str | Path, csv_path: str | Path, *, times: Iterable[str] | None = None
+    store: str | Path | Cube, csv_path: str | Path, *, times: Iterable[str] | None = None
 ) -> Path:
     """Write or update the statistics CSV of the cube at ``store``; returns its path.
 
     Args:
-        store: the cube.
+        store: the cube (its path, or the run's :class:`~stac2cube.cube.Cube`).
         csv_path: the CSV to write (``<cube>.stats.csv``).
         times: ISO times of the steps a run wrote; their rows are recomputed. None (or no
             existing CSV) computes every row.
     """
-    from stac2cube.store import open_cube
+    from stac2cube.cube import as_cube
 
-    cube = open_cube(store)
+    cube = as_cube(store).open_dataset()
     csv_path = Path(csv_path)
     cube_times = _iso(cube.time.values)
     old = None

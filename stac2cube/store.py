@@ -18,15 +18,14 @@ The grid and the pixel options are the cube's identity (:func:`check_compatible`
 only the variables along time (:data:`APPEND`).
 
 Every run writes inside one icechunk session and commits once: a run that dies leaves the cube at
-its previous commit.
+its previous commit. The store's lifecycle (lock, staging of a first build, session, commit,
+state, groups) is the :class:`~stac2cube.cube.Cube` handle's; the path functions here
+(:func:`read_state`, :func:`open_cube`, :func:`store_lock`, ...) are one-off wrappers of it.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,10 +63,11 @@ def _quiet_icechunk() -> None:
     icechunk.set_logs_filter("error")
 
 
-def check_store_path(path: str | Path) -> Path:
+def check_store_path(path: str | Path, *, name: str | None = None) -> Path:
     """``path`` as a Path, refused when it is, or lies under, a regular file.
 
-    (icechunk panics on such a path instead of raising an error.)
+    (icechunk panics on such a path instead of raising an error.) ``name`` is how messages
+    call the store (default: ``path``).
     """
     p = Path(path)
     for here in (p, *p.absolute().parents):
@@ -75,35 +75,25 @@ def check_store_path(path: str | Path) -> Path:
             return p
         if here.exists():
             what = "is a file" if here == p else f"lies under {here}, a file"
-            raise StoreError(f"{path} {what}, not a cube store; choose another --store")
+            raise StoreError(f"{name or path} {what}, not a cube store; choose another --store")
     return p
 
 
 def repo_exists(path: str | Path) -> bool:
     """True when ``path`` holds an icechunk repository."""
-    import icechunk
-
-    p = check_store_path(path)
-    if not p.exists():
-        return False
-    _quiet_icechunk()
-    return icechunk.Repository.exists(icechunk.local_filesystem_storage(str(p.resolve())))
+    return _cube(path).exists
 
 
 def open_repo(path: str | Path, *, create: bool = False):
     """The icechunk repository at ``path``; create it when ``create`` and it does not exist."""
-    import icechunk
+    return _cube(path).repository(create=create)
 
-    _quiet_icechunk()
-    p = check_store_path(path).resolve()
-    storage = icechunk.local_filesystem_storage(str(p))
-    if p.exists() and icechunk.Repository.exists(storage):
-        return icechunk.Repository.open(storage)
-    if not create:
-        raise StoreError(f"no cube at {path}")
-    if p.exists() and any(p.iterdir()):
-        raise StoreError(f"{path} exists and is not a cube store; choose another --store")
-    return icechunk.Repository.create(storage)
+
+def _cube(path: str | Path):
+    """A :class:`~stac2cube.cube.Cube` handle of ``path`` (the functions here wrap it)."""
+    from stac2cube.cube import Cube
+
+    return Cube(path)
 
 
 @dataclass(frozen=True)
@@ -128,32 +118,11 @@ class CubeState:
 
 
 def read_state(path: str | Path, snapshot: str | None = None) -> CubeState | None:
-    """The :class:`CubeState` of the cube at ``path``, or None when there is none yet."""
-    import zarr
+    """The :class:`CubeState` of the cube at ``path``, or None when there is none yet.
 
-    if not repo_exists(path):
-        if Path(path).exists() and any(Path(path).iterdir()):
-            raise StoreError(f"{path} exists and is not a cube store; choose another --store")
-        return None
-    repo = open_repo(path)
-    session = (
-        repo.readonly_session(snapshot_id=snapshot) if snapshot else repo.readonly_session("main")
-    )
-    try:
-        attrs = zarr.open_group(session.store, mode="r").attrs.asdict()
-    except Exception as exc:
-        raise StoreError(f"{path} is an icechunk repository but holds no stac2cube cube") from exc
-    if REQUEST_ATTR not in attrs:
-        raise StoreError(f"{path} is an icechunk repository but holds no stac2cube cube")
-    return CubeState(
-        request=_load(attrs[REQUEST_ATTR]),
-        ledger=_load(attrs.get(LEDGER_ATTR, "[]")),
-        version=str(attrs.get(VERSION_ATTR, "?")),
-    )
-
-
-def _load(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+    (A one-off read: a run keeps its :class:`~stac2cube.cube.Cube` and reads it once.)
+    """
+    return _cube(path).read_state(snapshot)
 
 
 def processing_record(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -461,52 +430,17 @@ def open_cube(path: str | Path, *, snapshot: str | None = None, decode: bool = T
         >>> ds = open_cube("demo.icechunk")  # doctest: +SKIP
         >>> ds.B04.sel(time="2024-01").mean("time")  # doctest: +SKIP
     """
-    if not repo_exists(path):
-        raise StoreError(f"no cube at {path}")
-    repo = open_repo(path)
-    session = (
-        repo.readonly_session(snapshot_id=snapshot) if snapshot else repo.readonly_session("main")
-    )
-    return xr.open_zarr(session.store, consolidated=False, mask_and_scale=decode, chunks={})
+    return _cube(path).open_dataset(snapshot=snapshot, decode=decode)
 
 
 def cube_info(path: str | Path) -> dict[str, Any]:
     """Summary of the cube at ``path``: grid, bands, time range, scenes per time step."""
-    state = read_state(path)
-    if state is None:
-        raise StoreError(f"no cube at {path}")
-    ds = open_cube(path)
-    grid = state.grid
-    snapshot = head_snapshot(path)
-    return {
-        "store": str(path),
-        "snapshot": snapshot,
-        "mission": state.request.get("mission"),
-        "catalog": state.request.get("catalog_url"),
-        "collection": state.request.get("collection"),
-        "crs": grid.crs,
-        "resolution": grid.resolution,
-        "bounds": list(grid.bounds),
-        "shape": {"time": int(ds.sizes.get("time", 0)), "y": grid.height, "x": grid.width},
-        "bands": list(state.request.get("bands", [])),
-        "indices": list(state.request.get("indices") or []),
-        "composites": list(state.request.get("composites") or []),
-        "time_range": [state.times[0], state.times[-1]] if state.times else None,
-        "time_steps": [
-            {
-                "time": s["time"],
-                "scenes": len(s["items"]),
-                "rules": sorted({i["rule"] for i in s["items"]}),
-            }
-            for s in state.ledger
-        ],
-        "stac2cube_version": state.version,
-    }
+    return _cube(path).info()
 
 
 def head_snapshot(path: str | Path) -> str:
     """Id of the snapshot the cube's ``main`` branch points to."""
-    return open_repo(path).lookup_branch("main")
+    return _cube(path).head()
 
 
 @contextmanager
@@ -518,49 +452,13 @@ def store_lock(path: str | Path, wait: float = 0.0) -> Iterator[None]:
     Raises:
         StoreError: another run holds the lock (after waiting ``wait`` seconds).
     """
-    p = Path(path).resolve()
-    lock = p.with_name(f".{p.name}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "?"
-                    raise StoreError(
-                        f"another stac2cube run is writing {path} ({holder}); "
-                        "try again when it has finished"
-                    ) from None
-                time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}".encode(), 0)
+    with _cube(path).lock(wait):
         yield
-    finally:
-        os.close(fd)
 
 
 def history(path: str | Path) -> list[dict[str, Any]]:
     """The cube's commits, newest first: snapshot id, time, message and what each added."""
-    repo = open_repo(path)
-    out = []
-    for snap in repo.ancestry(branch="main"):
-        meta = dict(snap.metadata or {})
-        out.append(
-            {
-                "snapshot": snap.id,
-                "written_at": snap.written_at.isoformat(),
-                "message": snap.message,
-                "added_time_steps": meta.get("added_time_steps"),
-                "replaced_time_steps": meta.get("replaced_time_steps"),
-                "scenes": meta.get("scenes"),
-                "stac2cube_version": meta.get("stac2cube_version"),
-            }
-        )
-    return out
+    return _cube(path).history()
 
 
 def rollback(path: str | Path, snapshot: str) -> str:
@@ -569,12 +467,4 @@ def rollback(path: str | Path, snapshot: str) -> str:
     Returns:
         The name of the tag that keeps the previous head (``before-rollback-<time>``).
     """
-    repo = open_repo(path)
-    known = {s["snapshot"] for s in history(path)}
-    if snapshot not in known:
-        raise StoreError(f"snapshot {snapshot} is not in the history of {path}")
-    head = repo.lookup_branch("main")
-    tag = f"before-rollback-{time.strftime('%Y%m%dT%H%M%S')}-{head[:6]}"
-    repo.create_tag(tag, head)
-    repo.reset_branch("main", snapshot)
-    return tag
+    return _cube(path).rollback(snapshot)

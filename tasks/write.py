@@ -1,4 +1,5 @@
-"""Write stage: compute the lazy time steps into an icechunk session, then commit once.
+"""Write stage: compute the lazy time steps into an icechunk session, then commit once
+(through the run's :class:`~stac2cube.cube.Cube`).
 
 Pixels are read here (dask computes while writing). A read failure is reported naming the item
 and asset; nothing is committed, so the cube stays at its previous snapshot.
@@ -15,8 +16,9 @@ import xarray as xr
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from stac2cube.cube import Cube
 from stac2cube.errors import ReadError
-from stac2cube.store import rewrite_time_steps, write_metadata, write_time_steps
+from stac2cube.store import rewrite_time_steps, write_time_steps
 
 #: an exception's repr without quotes inside its message: ``RasterioIOError('...')``
 _REPR = re.compile(r"(\w+(?:Error|Exception))\((['\"])([^'\"]*)\2\)")
@@ -129,13 +131,16 @@ def rewrite_task(
 
 @task(name="commit", cache_policy=NO_CACHE)
 def commit_task(
+    cube: Cube,
     session,
-    request: dict[str, Any],
+    record: dict[str, Any],
     ledger: list[dict[str, Any]],
     version: str,
     message: str,
     metadata: dict[str, Any] | None = None,
 ) -> str:
-    """Prefect task: store request and ledger, then commit; returns the snapshot id."""
-    write_metadata(session, request=request, ledger=ledger, version=version)
-    return session.commit(message, metadata={"stac2cube_version": version, **(metadata or {})})
+    """Prefect task: :meth:`Cube.commit` (record and ledger stored, one commit); returns the
+    snapshot id."""
+    return cube.commit(
+        session, message, record=record, ledger=ledger, version=version, metadata=metadata
+    )
