@@ -143,7 +143,7 @@ def build_dataset(
         spatial_ref=spatial_ref(request.grid),
         **step_coords(steps, rads),
         **step_fractions(request, mosaics, inside, options),  # what the filters read
-        **scene_coords(steps, tiles=getattr(request, "tile_mode", "mosaic") == "separate"),
+        **scene_coords(steps, tiles=request.tile_mode == "separate"),
     )
     _log_warnings(rads)
     return ds, ledger_entries(steps, rads, request.catalog.name)
@@ -209,7 +209,7 @@ def _with_indices(
     options: ProcessingOptions,
 ) -> xr.Dataset:
     """``ds`` with the request's spectral indices, computed from the mosaics."""
-    for name in getattr(request, "indices", ()):
+    for name in request.indices:
         index = compute_index(name, request.mission, mosaics, sar_scale=options.sar_scale)
         index = index.assign_attrs(grid_mapping="spatial_ref")
         index.encoding = INDICES[name].encoding

@@ -71,9 +71,8 @@ class LoadGroup:
 
 
 def options_of(request: CubeRequest, options: ProcessingOptions | None) -> ProcessingOptions:
-    """The processing options: given ones, else the request's (once it carries them), else
-    the defaults."""
-    return options or getattr(request, "options", None) or ProcessingOptions()
+    """The processing options: the given ones, else the request's."""
+    return options or request.options
 
 
 def bands_to_load(request: CubeRequest, options: ProcessingOptions | None = None) -> list[BandSpec]:
@@ -92,13 +91,13 @@ def bands_to_load(request: CubeRequest, options: ProcessingOptions | None = None
     options = options_of(request, options)
     bands = list(request.bands)
     mission = request.mission
-    for band in index_bands(mission, getattr(request, "indices", ())):
+    for band in index_bands(mission, request.indices):
         if band not in bands:
             bands.append(band)
     if mission.qa_band:
         qa = mission.band(mission.qa_band)
-        needed = options.mask_clouds or getattr(request, "max_scene_cloud", 100.0) < 100
-        if qa not in bands and (needed or getattr(request, "statistics", False)):
+        needed = options.mask_clouds or request.max_scene_cloud < 100
+        if qa not in bands and (needed or request.statistics):
             bands.append(qa if needed else replace(qa, optional=True))
     return bands
 
