@@ -24,7 +24,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
   "$PY" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt")
+# -q: no progress lines, but pip's (and the build backend's) warnings and errors still print; the
+# package itself builds without a warning (tests/test_packaging.py), so anything shown is news.
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$ROOT/constraints.txt")
 stamp="$VENV/.stac2cube-setup-$(cat pyproject.toml constraints.txt scripts/setup.sh | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ]; then log "environment up to date ($VENV)"; exit 0; fi
 
@@ -36,7 +38,9 @@ if ! "$VENV/bin/python" -c "from osgeo import gdal_array" 2>/dev/null; then
   "${PIP[@]}" --no-build-isolation "gdal==$(gdal-config --version)"
 fi
 log "pip: stac2cube with all extras"
-"${PIP[@]}" -e ".[all,test]"
+# setuptools notes every editable install with a mapped layout ("Editable installation. Please be
+# careful with folders ..."): informational, so that message alone is silenced
+PYTHONWARNINGS="ignore:Editable installation" "${PIP[@]}" -e ".[all,test]"
 rm -f "$VENV"/.stac2cube-setup-*
 touch "$stamp"
 log "done: $("$VENV/bin/stac2cube" --version)"
