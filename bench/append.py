@@ -409,6 +409,17 @@ def run_rewrite(job: dict[str, Any]) -> dict[str, Any]:
         merged = xr.concat(
             [cube, step], dim="time", coords="minimal", compat="override", join="exact"
         )
+        # the new step's per-step coordinates computed from its pixels (valid_fraction, ...)
+        # are lazy: concatenated with the cube's in-memory values they become dask arrays in
+        # several chunks inside one stored chunk (4096 steps), which to_zarr refuses; one chunk
+        # per coordinate keeps them lazy, computed with the bands in the same dask graph
+        merged = merged.assign_coords(
+            {
+                k: c.chunk({"time": -1})
+                for k, c in merged.coords.items()
+                if k not in merged.dims and c.chunks is not None and "time" in c.dims
+            }
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # consolidated metadata is not part of the v3 spec
             merged.to_zarr(out, mode="w", zarr_format=3)
