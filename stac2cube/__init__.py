@@ -3,6 +3,8 @@
 Public API::
 
     from stac2cube import get_stac_layers, open_cube
+
+    from stac2cube import Cube, CubeSpec   # the cube handle; every parameter of a cube
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 
 __all__ = [
     "CatalogError",
+    "Cube",
+    "CubeSpec",
     "EmptySearchError",
     "GridMismatchError",
     "InvalidRequestError",
@@ -43,6 +47,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Cube": "stac2cube.cube",
+    "CubeSpec": "stac2cube.spec",
     "get_stac_layers": "stac2cube.flows.build",
     "open_cube": "stac2cube.store",
     "cube_info": "stac2cube.store",
@@ -52,10 +58,12 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from stac2cube.cube import Cube
     from stac2cube.export import export_cube
     from stac2cube.flows.build import get_stac_layers
     from stac2cube.flows.update import update_cube
     from stac2cube.radiometry import ProcessingOptions
+    from stac2cube.spec import CubeSpec
     from stac2cube.store import cube_info, open_cube
 
 
