@@ -141,21 +141,26 @@ class SigningReader(AutoParallelRioReader):
         self.signer = signer
 
     def _open(self):
+        # The errors are raised outside the ``except`` blocks: ``from None`` only hides the
+        # original (unredacted) exception from tracebacks, it stays the ``__context__``, which
+        # Dask pickles (tblib) with the error and logs when it cannot unpickle it.
         unsigned = self.url
         try:
             signed = self.signer(unsigned)
         except Exception as exc:
-            raise RuntimeError(
+            message = (
                 f"Error opening {unsigned!r}: cannot sign the href: "
                 f"{redact(type(exc).__name__ + ': ' + str(exc))[:300]}"
-            ) from None
-        self.url = signed
-        try:
-            return super()._open()
-        except Exception as exc:
-            raise RuntimeError(redact(str(exc))) from None
-        finally:
-            self.url = unsigned
+            )
+        else:
+            self.url = signed
+            try:
+                return super()._open()
+            except Exception as exc:
+                message = redact(str(exc))
+            finally:
+                self.url = unsigned
+        raise RuntimeError(message)
 
     def __getstate__(self):
         return {**super().__getstate__(), "signer": self.signer}
