@@ -18,6 +18,7 @@ The signer is an injectable seam: any ``Callable[[str], str]`` works (tests pass
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -71,6 +72,31 @@ def redact(text: str) -> str:
     "Error opening 'https://a.blob.core.windows.net/c/x.tif?<sas-token>'"
     """
     return _SAS_QUERY.sub("?<sas-token>", text)
+
+
+_plain_record_factory: Callable[..., logging.LogRecord] | None = None
+
+
+def _redacting_record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    assert _plain_record_factory is not None
+    record = _plain_record_factory(*args, **kwargs)
+    message = record.getMessage()
+    if "sig=" in message:
+        record.msg, record.args = redact(message), None
+    return record
+
+
+def redact_logs() -> None:
+    """Redact SAS tokens from every log record of this process, from here on.
+
+    GDAL's messages about a signed href (logged by rasterio at DEBUG, from reader threads)
+    carry the whole signed URL; no logger of ours writes them, so the records are redacted as
+    they are made. Idempotent; called where a signed href is first opened.
+    """
+    global _plain_record_factory
+    if _plain_record_factory is None:
+        _plain_record_factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(_redacting_record_factory)
 
 
 class PlanetaryComputerSigner:
@@ -141,6 +167,7 @@ class SigningReader(AutoParallelRioReader):
         self.signer = signer
 
     def _open(self):
+        redact_logs()
         # The errors are raised outside the ``except`` blocks: ``from None`` only hides the
         # original (unredacted) exception from tracebacks, it stays the ``__context__``, which
         # Dask pickles (tblib) with the error and logs when it cannot unpickle it.
