@@ -59,3 +59,34 @@ def small_bbox() -> list[float]:
     w, s = tr.transform(x0 + 100, y1 - 500)
     e, n = tr.transform(x0 + 500, y1 - 100)
     return [w, s, e, n]
+
+
+def start_sas_server(sig: str):
+    """A local stand-in for the Planetary Computer SAS token API on 127.0.0.1.
+
+    Returns ``(server, url, seen)``: ``seen`` lists ``(path, subscription key)`` of every token
+    request; the tokens it hands out end in ``sig=<sig>``. Stop it with ``server.shutdown()``.
+    """
+    import http.server
+    import json
+    import threading
+
+    seen: list[tuple[str, str | None]] = []
+    token = f"st=2024&se=2099&sp=rl&sig={sig}"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Ocp-Apim-Subscription-Key")))
+            body = json.dumps({"msft:expiry": "2099-01-01T00:00:00Z", "token": token}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/api/sas/v1/token", seen

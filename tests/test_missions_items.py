@@ -7,16 +7,14 @@ to the right bands and radiometry rule, and its metadata is enough to place it o
 from __future__ import annotations
 
 import copy
-import http.server
 import json
 import pickle
-import threading
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
 import xarray as xr
+from helpers import start_sas_server
 
 from stac2cube.catalogs import (
     EARTH_SEARCH,
@@ -394,39 +392,17 @@ def test_mosaic_prefers_valid_items_and_falls_back_for_classes():
 # --- catalog access -----------------------------------------------------------------------------
 
 
-class _SasHandler(http.server.BaseHTTPRequestHandler):
-    seen: ClassVar[list[tuple[str, str | None]]] = []
-
-    def do_GET(self):
-        _SasHandler.seen.append((self.path, self.headers.get("Ocp-Apim-Subscription-Key")))
-        body = json.dumps(
-            {"msft:expiry": "2099-01-01T00:00:00Z", "token": "st=2024&se=2099&sp=rl&sig=SECRET"}
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture()
 def sas_endpoint(monkeypatch):
     """A local stand-in for the Planetary Computer SAS token API (127.0.0.1)."""
     from planetary_computer import sas
     from planetary_computer.settings import Settings
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SasHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/api/sas/v1/token"
+    server, url, seen = start_sas_server("SECRET")
     monkeypatch.setattr(Settings.get(), "sas_url", url)
     monkeypatch.setattr(Settings.get(), "subscription_key", None)
     monkeypatch.setattr(sas, "TOKEN_CACHE", {})
-    _SasHandler.seen = []
-    yield _SasHandler.seen
+    yield seen
     server.shutdown()
     server.server_close()
 

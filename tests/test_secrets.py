@@ -12,15 +12,14 @@ its assets are Azure Blob hrefs, the signer gets a token from a local stand-in o
 from __future__ import annotations
 
 import copy
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
 
 import pytest
+from helpers import start_sas_server
 
 from stac2cube.testing.synthetic import demo_bbox
 
@@ -54,22 +53,8 @@ def context(text: str | bytes) -> list[str]:
     return [text[max(0, i - 80) : i + len(s) + 80] for s in SECRETS if (i := text.find(s)) >= 0]
 
 
-class _SasHandler(http.server.BaseHTTPRequestHandler):
-    keys: list[str | None] = []  # noqa: RUF012 - shared record of the keys received
-
-    def do_GET(self):
-        _SasHandler.keys.append(self.headers.get("Ocp-Apim-Subscription-Key"))
-        body = json.dumps(
-            {"msft:expiry": "2099-01-01T00:00:00Z", "token": f"st=2024&se=2099&sp=rl&sig={SAS_SIG}"}
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+#: ``(path, subscription key)`` of each request to the local SAS token API
+TOKEN_REQUESTS: list[tuple[str, str | None]] = []
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +69,8 @@ def secrets_env(stac_api, synthetic_catalog, tmp_path_factory):
 
     from stac2cube.testing.synthetic import make_collection
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SasHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    sas_url = f"http://127.0.0.1:{server.server_address[1]}/api/sas/v1/token"
+    global TOKEN_REQUESTS
+    server, sas_url, TOKEN_REQUESTS = start_sas_server(SAS_SIG)
 
     # one C1 item re-served with Azure Blob hrefs: read through the real signer, which fails
     item = copy.deepcopy(next(i for i in synthetic_catalog.items if i["collection"] == C1))
@@ -188,12 +172,14 @@ def test_no_secret_in_logs_artifacts_files_or_errors(secrets_env, stac_url, tmp_
     get_stac_layers(**kwargs, collection=C1, store=str(py_store),
                     start="2024-01-01", end="2024-01-12")  # fmt: skip
     update_cube(store=str(py_store), end="2024-01-31")
-    _SasHandler.keys.clear()
+    TOKEN_REQUESTS.clear()
     with pytest.raises(Stac2CubeError) as err:
         get_stac_layers(**kwargs, collection=BLOB_COLLECTION,
                         store=str(tmp_path / "py-fail.icechunk"),
                         start="2024-01-01", end="2024-01-31")  # fmt: skip
-    assert _SasHandler.keys and set(_SasHandler.keys) == {BLOCK_KEY}  # it did sign, with the key
+    assert TOKEN_REQUESTS and {key for _, key in TOKEN_REQUESTS} == {
+        BLOCK_KEY
+    }  # it did sign, with the key
     chain, exc = [], err.value
     while exc is not None:
         chain.append(f"{type(exc).__name__}: {exc!s} {exc!r}")
