@@ -110,3 +110,19 @@ def test_find_asset_by_key_or_eo_band_name_skips_multiband_and_jp2():
     assert find_asset(item, SENTINEL_2_L2A.band("B04")) == "red"
     assert find_asset(item, SENTINEL_2_L2A.band("B8A")) == "X4"
     assert find_asset(item, SENTINEL_2_L2A.band("B05")) is None
+
+
+@pytest.mark.parametrize(
+    ("anchor", "message"),
+    [
+        ([15.0], "anchor must be two finite numbers X Y"),
+        (["a", 1], "anchor must be two numbers X Y"),
+    ],
+)
+def test_bad_anchor_is_refused_in_one_line(anchor, message):
+    """``--anchor`` / ``anchor``: two numbers, else a one-line error naming the parameter."""
+    with pytest.raises(InvalidRequestError, match=message) as err:
+        make_request(
+            mission="landsat-c2-l2", bbox=[11, 48, 11.1, 48.1], start="2024-01-01", anchor=anchor
+        )
+    assert "\n" not in str(err.value)
