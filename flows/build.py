@@ -12,6 +12,7 @@ from prefect.utilities.annotations import quote
 
 from stac2cube import __version__
 from stac2cube._log import get_logger
+from stac2cube.coregistration import coregister_build_steps, with_cube_placeholders
 from stac2cube.cube import Cube, as_cube
 from stac2cube.dataset import static_steps
 from stac2cube.errors import (
@@ -326,6 +327,11 @@ def write_plan(
         record["rejected"] = merge_rejected(
             record.get("rejected", []), staged.rejected, staged.entries
         )
+        # co-registration before the composites (they describe aligned pixels); cloud layers,
+        # when a run writes them, go before it (their steps are shifted with the bands)
+        ledger = coregister_build_steps(
+            session, cube, record, ledger, written, enable=request.coregister, log=get_logger().info
+        )
         if record.get("composites") and written:  # the periods of the steps this run changed
             from stac2cube.composites import write_composites
 
@@ -388,6 +394,7 @@ def stage_batches(
         signer = make_signer(request.catalog, items_b, key=pc_key)
         raw = load_task(request, quote(items_b), signer=signer)
         ds, batch_entries = preprocess_task(request, quote(batch), quote(raw))
+        ds = with_cube_placeholders(cube, ds)  # coreg_* coordinates of a co-registered cube
         stamp_ledger(batch_entries, batch)
         for entry in batch_entries:
             entry["processing"] = dict(processing)

@@ -39,6 +39,7 @@ __all__ = [
     "Stac2CubeError",
     "StoreError",
     "__version__",
+    "coregister_scenes",
     "cube_info",
     "export_cube",
     "get_stac_layers",
@@ -55,11 +56,13 @@ _LAZY = {
     "update_cube": "stac2cube.flows.update",
     "export_cube": "stac2cube.export",
     "ProcessingOptions": "stac2cube.radiometry",
+    "coregister_scenes": "stac2cube.flows.coregister",
 }
 
 if TYPE_CHECKING:
     from stac2cube.cube import Cube
     from stac2cube.export import export_cube
+    from stac2cube.flows.coregister import coregister_scenes
     from stac2cube.flows.build import get_stac_layers
     from stac2cube.flows.update import update_cube
     from stac2cube.radiometry import ProcessingOptions

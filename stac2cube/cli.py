@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             "history": cmd_history,
             "rollback": cmd_rollback,
             "export": cmd_export,
+            "coregister": cmd_coregister,
             "availability": cmd_availability,
         }
         return commands[args.command](args)
@@ -278,6 +279,41 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     with cube.lock():
         tag = cube.rollback(args.to)
     print(f"{args.path}: now at snapshot {args.to}; the previous head is kept as tag {tag}")
+    return 0
+
+
+def cmd_coregister(args: argparse.Namespace) -> int:
+    from stac2cube.coregistration import make_settings
+
+    settings = make_settings(
+        band=args.band, reference=args.reference, max_shift=args.max_shift, window=args.window
+    )
+    from stac2cube.flows.coregister import check, coregister_scenes
+
+    check(_require_cube(args.store), settings)  # every problem before Prefect starts
+    from stac2cube.flows.runner import shared_prefect_api
+
+    with shared_prefect_api(), _console(args.debug):
+        summary = coregister_scenes(
+            store=args.store,
+            band=args.band,
+            reference=args.reference or "median",
+            max_shift=settings.max_shift,
+            window=settings.window,
+        )
+    if summary["snapshot"] is None:
+        print(f"{args.store}: nothing to co-register (every step is done)")
+        return 0
+    ref = summary["reference"]
+    print(
+        f"{args.store}: {summary['coregistered_steps']} steps aligned to the reference "
+        f"({ref.get('method')} {str(ref.get('anchor', ''))[:10]}, {ref.get('band')}); "
+        f"snapshot {summary['snapshot']}"
+    )
+    for time, reason in summary["failed_steps"].items():
+        print(f"  failed {time}: {reason} (pixels unchanged)")
+    if summary.get("raw_snapshot_tag"):
+        print(f"  the pixels before are kept as tag {summary['raw_snapshot_tag']}")
     return 0
 
 

@@ -95,6 +95,7 @@ class CubeRequest(SearchRequest):
     composites: tuple[str, ...] = ()
     statistics: bool = False
     quicklook: str | None = None
+    coregister: bool = False
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready record of the request, stored in the cube so ``update`` needs only a path."""
@@ -398,6 +399,7 @@ def make_request(
     composites: Sequence[str] | None = None,
     statistics: bool = False,
     quicklook: str | None = None,
+    coregister: bool = False,
 ) -> CubeRequest:
     """Validate user input into a :class:`CubeRequest`.
 
@@ -486,4 +488,5 @@ def make_request(
         composites=composite_specs,
         statistics=bool(statistics),
         quicklook=quicklook,
+        coregister=bool(coregister),
     )

@@ -1,0 +1,209 @@
+"""Co-registration (issue 14): real COGs through the local STAC API, AROSICS for real.
+
+The scenes (stac2cube.testing.coreg) show one white-noise ground moved by known sub-pixel
+shifts; the expected correction of a scene moved by ``(dx, dy)`` is AROSICS's convention
+``x_shift_px = -dx``, ``y_shift_px = -dy``. Residuals after correction are measured with AROSICS
+directly on the stored pixels against the stored reference (not through stac2cube's code).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from stac2cube.testing.coreg import CENTRE_CLOUD, FEBRUARY, JANUARY, coreg_bbox, coreg_scenes
+
+pytestmark = pytest.mark.slow
+
+WINDOW = 64
+
+
+@pytest.fixture(scope="module")
+def coreg_api(stac_api, tmp_path_factory):
+    """The co-registration scenes, loaded into the session's STAC API (collection coreg-s2)."""
+    from stac2cube.testing.synthetic import make_collection, write_catalog
+
+    cat = write_catalog(
+        tmp_path_factory.mktemp("coreg"), coreg_scenes(), bands=["B04", "B08", "SCL"]
+    )
+    stac_api.load_collections([make_collection("earth-search-c1", "coreg-s2", cat.items)])
+    stac_api.load_items(cat.items)
+    return cat
+
+
+def _params(stac_url, store, end="2024-01-31", **kw):
+    return dict(
+        mission="sentinel-2-l2a",
+        bbox=coreg_bbox(),
+        start="2024-01-01",
+        end=end,
+        catalog=stac_url,
+        collection="coreg-s2",
+        bands=["B04", "B08", "SCL"],
+        store=str(store),
+        **kw,
+    )
+
+
+def _by_day(ds, name):
+    return {str(t)[:10]: v for t, v in zip(ds.time.values, ds[name].values, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def january(coreg_api, stac_url, tmp_path_factory):
+    """A January cube built, then co-registered (default: median reference, B08); then
+    extended by February with --coregister. What each phase saw is kept."""
+    from stac2cube import coregister_scenes, get_stac_layers, open_cube
+    from stac2cube.cube import Cube
+
+    store = tmp_path_factory.mktemp("cube") / "jan.icechunk"
+    get_stac_layers(**_params(stac_url, store))
+    raw = open_cube(store).load()
+    summary = coregister_scenes(store=str(store), window=WINDOW)
+    jan = open_cube(store).load()
+    cube = Cube(store)
+    ref_jan = cube.open_dataset(group="coregistration").load()
+    ledger_jan = cube.ledger
+    history_jan = cube.history()
+    again = coregister_scenes(store=str(store), window=WINDOW)
+    get_stac_layers(**_params(stac_url, store, end="2024-02-28", coregister=True))
+    feb = open_cube(store).load()
+    ref_feb = Cube(store).open_dataset(group="coregistration").load()
+    return dict(
+        store=store, raw=raw, summary=summary, jan=jan, ref_jan=ref_jan, again=again,
+        feb=feb, ref_feb=ref_feb, ledger_jan=ledger_jan, history_jan=history_jan,
+    )  # fmt: skip
+
+
+def _expected(days):
+    return {day: (-kw["shift"][0], -kw["shift"][1]) for day, kw in days.items()}
+
+
+def test_january_shifts_are_recovered(january):
+    ds = january["jan"]
+    x, y = _by_day(ds, "coreg_x_shift_px"), _by_day(ds, "coreg_y_shift_px")
+    status = _by_day(ds, "coreg_status")
+    assert status["2024-01-05"] == "reference"
+    for day in ("2024-01-10", "2024-01-15"):
+        ex, ey = _expected(JANUARY)[day]
+        assert status[day] == "ok"
+        assert abs(x[day] - ex) <= 0.05 and abs(y[day] - ey) <= 0.05, (day, x[day], y[day])
+        xm, ym = _by_day(ds, "coreg_x_shift_m")[day], _by_day(ds, "coreg_y_shift_m")[day]
+        assert xm == pytest.approx(x[day] * 10, abs=1e-3)
+        assert ym == pytest.approx(-y[day] * 10, abs=1e-3)  # map y points north
+        assert _by_day(ds, "coreg_reliability")[day] > 50
+        assert _by_day(ds, "coreg_windows")[day] >= 1
+
+
+def _arosics_residual(image, reference, origin):
+    """AROSICS's shift of ``image`` against ``reference`` on one window (rows/cols origin)."""
+    from arosics import COREG
+    from geoarray import GeoArray
+    from pyproj import CRS
+
+    m = 12
+    r0, c0 = origin[0] - m, origin[1] - m
+    sl = (slice(r0, r0 + WINDOW + 2 * m), slice(c0, c0 + WINDOW + 2 * m))
+    gt = (690000.0 + c0 * 10, 10.0, 0.0, 5340000.0 - r0 * 10, 0.0, -10.0)
+    wkt = CRS.from_epsg(32632).to_wkt()
+    ref = np.nan_to_num(reference[sl], nan=-9999.0).astype("float32")
+    img = np.nan_to_num(image[sl], nan=-9999.0).astype("float32")
+    wp = (gt[0] + (m + WINDOW / 2) * 10, gt[3] - (m + WINDOW / 2) * 10)
+    cr = COREG(
+        GeoArray(ref, gt, wkt), GeoArray(img, gt, wkt), wp=wp, ws=(WINDOW, WINDOW),
+        nodata=(-9999.0, -9999.0), q=True, progress=False, max_shift=3,
+    )  # fmt: skip
+    cr.calculate_spatial_shifts()
+    return cr.x_shift_px, cr.y_shift_px
+
+
+def test_residual_after_correction_is_small(january):
+    ds, ref = january["jan"], january["ref_jan"]["reference"].values
+    days = [str(t)[:10] for t in ds.time.values]
+    for day in ("2024-01-05", "2024-01-10", "2024-01-15"):
+        image = ds["B08"].values[days.index(day)]
+        origins = [(20, 20), (20, 116), (116, 20)] if day != "2024-01-15" else [(12, 12)]
+        for origin in origins:
+            rx, ry = _arosics_residual(image, ref, origin)
+            assert math.hypot(rx, ry) <= 0.05, (day, origin, rx, ry)
+
+
+def test_cloud_block_moves_the_windows(january):
+    entry = next(e for e in january["ledger_jan"] if e["time"].startswith("2024-01-15"))
+    origins = entry["coregistration"]["window_origins"]
+    ds = january["jan"]
+    col0 = round((float(ds.x[0]) - 5 - 690000) / 10)  # the cube's first column in the scene
+    row0 = round((5340000 - float(ds.y[0]) - 5) / 10)
+    r0, r1 = CENTRE_CLOUD[0] - row0, CENTRE_CLOUD[1] - row0
+    c0, c1 = CENTRE_CLOUD[2] - col0, CENTRE_CLOUD[3] - col0
+    assert len(origins) >= 2
+    for r, c in origins:  # at most 10% of a window under the cloud block (min_clear 0.9)
+        rows = max(0, min(r + WINDOW, r1) - max(r, r0))
+        cols = max(0, min(c + WINDOW, c1) - max(c, c0))
+        assert rows * cols <= 0.1 * WINDOW * WINDOW, (r, c, rows * cols)
+    centre = (ds.sizes["y"] - WINDOW) // 2  # where a default, centred window sits: cloud
+    side = min(centre + WINDOW, r1) - max(centre, r0), min(centre + WINDOW, c1) - max(centre, c0)
+    assert side[0] * side[1] >= 0.9 * WINDOW * WINDOW
+
+
+def test_fully_cloudy_step_is_flagged_and_unchanged(january):
+    ds, raw = january["jan"], january["raw"]
+    status = _by_day(ds, "coreg_status")["2024-01-20"]
+    assert status.startswith("failed: ") and "cloud" in status
+    k = [str(t)[:10] for t in ds.time.values].index("2024-01-20")
+    for name in ("B04", "B08", "SCL"):
+        np.testing.assert_array_equal(ds[name].values[k], raw[name].values[k])
+    assert "2024-01-20" in " ".join(january["summary"]["failed_steps"])
+    assert ds.sizes["time"] == 4  # never dropped
+
+
+def test_classes_stay_integer_and_nodata_stays_nodata(january, store_path):
+    from stac2cube.cube import Cube
+
+    raw = Cube(january["store"]).open_dataset(decode=False)
+    assert raw["SCL"].dtype == np.uint8 and raw["B08"].dtype == np.uint16
+    ds, before = january["jan"], january["raw"]
+    k = [str(t)[:10] for t in ds.time.values].index("2024-01-10")
+    scl = raw["SCL"].values[k]
+    assert set(np.unique(scl)) <= {0, 4}
+    # the shift (-0.3, +1.7) px moves content 2 rows south by nearest: nodata where SCL is 0
+    np.testing.assert_array_equal(np.isnan(ds["B08"].values[k]), scl == 0)
+    np.testing.assert_array_equal(np.isnan(ds["B04"].values[k]), scl == 0)
+    # the nodata strip stays as wide as it was (the east columns)
+    was = np.isnan(before["B08"].values[k]).all(axis=0)
+    now = np.isnan(ds["B08"].values[k][5:]).all(axis=0)
+    np.testing.assert_array_equal(was, now)
+    # the two top rows came from outside the image: nodata
+    assert np.isnan(ds["B08"].values[k][:2]).all()
+    assert (scl[:2] == 0).all()
+
+
+def test_history_tag_and_no_redo(january):
+    from stac2cube.cube import Cube
+
+    history = january["history_jan"]
+    assert history[0]["message"].startswith("coregister: 2 steps aligned, 1 failed")
+    cube = Cube(january["store"])
+    tagged = cube.repository().lookup_tag("before-coregistration")
+    assert tagged == history[1]["snapshot"]
+    raw = cube.open_dataset(snapshot=tagged).load()
+    np.testing.assert_array_equal(raw["B08"].values, january["raw"]["B08"].values)
+    assert january["again"]["snapshot"] is None  # nothing left to do: nothing redone
+
+
+def test_february_extension_uses_the_stored_reference(january):
+    ref_jan, ref_feb = january["ref_jan"], january["ref_feb"]
+    info_jan = ref_jan.attrs["stac2cube:coregistration"]
+    assert ref_feb.attrs["stac2cube:coregistration"] == info_jan
+    np.testing.assert_array_equal(ref_feb["reference"].values, ref_jan["reference"].values)
+    ds = january["feb"]
+    x, y = _by_day(ds, "coreg_x_shift_px"), _by_day(ds, "coreg_y_shift_px")
+    status = _by_day(ds, "coreg_status")
+    for day, (ex, ey) in _expected(FEBRUARY).items():
+        assert status[day] == "ok"
+        assert abs(x[day] - ex) <= 0.05 and abs(y[day] - ey) <= 0.05, (day, x[day], y[day])
+    jan = january["jan"]  # January's steps are not redone
+    for name in ("B08", "coreg_x_shift_px"):
+        np.testing.assert_array_equal(ds[name].values[:4], jan[name].values)
