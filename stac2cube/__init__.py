@@ -62,8 +62,8 @@ _LAZY = {
 if TYPE_CHECKING:
     from stac2cube.cube import Cube
     from stac2cube.export import export_cube
-    from stac2cube.flows.coregister import coregister_scenes
     from stac2cube.flows.build import get_stac_layers
+    from stac2cube.flows.coregister import coregister_scenes
     from stac2cube.flows.update import update_cube
     from stac2cube.radiometry import ProcessingOptions
     from stac2cube.spec import CubeSpec

@@ -207,3 +207,128 @@ def test_february_extension_uses_the_stored_reference(january):
     jan = january["jan"]  # January's steps are not redone
     for name in ("B08", "coreg_x_shift_px"):
         np.testing.assert_array_equal(ds[name].values[:4], jan[name].values)
+
+
+# -- bad input: one line, store untouched ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain_cube(coreg_api, stac_url, tmp_path_factory):
+    """A January cube that was never co-registered."""
+    from stac2cube import get_stac_layers
+
+    store = tmp_path_factory.mktemp("plain") / "plain.icechunk"
+    get_stac_layers(**_params(stac_url, store, end="2024-01-12"))
+    return store
+
+
+@pytest.fixture(scope="module")
+def landsat_cube(stac_api, stac_url, tmp_path_factory):
+    """A small Landsat cube (a mission co-registration does not take)."""
+    import datetime as dt
+
+    from stac2cube import get_stac_layers
+    from stac2cube.testing.synthetic import TILE_A
+    from stac2cube.testing.synthetic_missions import MissionScene, write_mission_catalog
+
+    scene = MissionScene(
+        "landsat-c2-l2",
+        "earth-search",
+        dt.datetime(2024, 1, 7, 10, 0, tzinfo=dt.UTC),
+        32632,
+        TILE_A[2],
+        size=80,
+        pixel=(30.0, 30.0),
+        seed=3,
+        tile="193026",
+        collection="coreg-landsat",
+    )
+    cat = write_mission_catalog(tmp_path_factory.mktemp("landsat"), "earth-search", [scene], [])
+    stac_api.load_collections(cat.collections)
+    stac_api.load_items(cat.items)
+    store = tmp_path_factory.mktemp("ls") / "landsat.icechunk"
+    get_stac_layers(
+        mission="landsat-c2-l2",
+        bbox=coreg_bbox(),
+        start="2024-01-01",
+        end="2024-01-31",
+        catalog=stac_url,
+        collection="coreg-landsat",
+        bands=["red"],
+        resolution=30,
+        store=str(store),
+    )
+    return store
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--band", "B03"], "band B03 is not in the cube (it has B04, B08, SCL)"),
+        (["--band", "SCL"], "band SCL is not a native 10 m band"),
+        (["--max-shift", "0"], "--max-shift must be > 0 pixels, got 0"),
+        (["--max-shift", "-2"], "--max-shift must be > 0 pixels, got -2"),
+        (["--reference", "2024-01-07"], "reference date 2024-01-07 is not a time step"),
+        (["--reference", "last week"], "--reference 'last week': give median or a date"),
+        (["--window", "100"], "--window must be a power of two"),
+        (["--window", "256"], "is too small for --window 256"),
+    ],
+)
+def test_bad_input_one_line_store_untouched(plain_cube, capsys, args, message):
+    from helpers import tree_digest
+
+    from stac2cube.cli import EXIT_ERROR, main
+
+    before = tree_digest(plain_cube)
+    assert main(["coregister", "--store", str(plain_cube), *args]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert tree_digest(plain_cube) == before
+
+
+def test_non_sentinel2_cube_says_what_works(landsat_cube, capsys):
+    from helpers import tree_digest
+
+    from stac2cube import coregister_scenes
+    from stac2cube.cli import EXIT_ERROR, main
+    from stac2cube.coregistration import CoregistrationError
+
+    before = tree_digest(landsat_cube)
+    assert main(["coregister", "--store", str(landsat_cube)]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "works on Sentinel-2 cubes (sentinel-2-l2a, sentinel-2-l1c)" in err[0]
+    assert "this cube is landsat-c2-l2" in err[0]
+    with pytest.raises(CoregistrationError, match="works on Sentinel-2 cubes"):
+        coregister_scenes.fn(store=str(landsat_cube))
+    assert tree_digest(landsat_cube) == before
+
+
+def test_cli_coregisters_with_a_named_reference(plain_cube, tmp_path, capsys):
+    import shutil
+
+    from stac2cube import open_cube
+    from stac2cube.cli import main
+
+    store = tmp_path / "copy.icechunk"
+    shutil.copytree(plain_cube, store)
+    assert main(["coregister", "--store", str(store), "--reference", "2024-01-10",
+                 "--window", "64", "--max-shift", "3"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "1 steps aligned to the reference (date 2024-01-10, B08)" in out
+    assert "kept as tag before-coregistration" in out
+    ds = open_cube(store)
+    status = _by_day(ds, "coreg_status")
+    assert status == {"2024-01-05": "ok", "2024-01-10": "reference"}
+    # the 01-05 scene (no shift) against the 01-10 one (moved +0.3, -1.7): its correction
+    # is the opposite, +0.3 / -1.7
+    x, y = (
+        _by_day(ds, "coreg_x_shift_px")["2024-01-05"],
+        _by_day(ds, "coreg_y_shift_px")["2024-01-05"],
+    )
+    assert abs(x - 0.3) <= 0.05 and abs(y + 1.7) <= 0.05, (x, y)
+    assert main(["history", str(store)]) == 0
+    assert (
+        "coregister: 1 steps aligned, 0 failed, reference date 2024-01-10"
+        in capsys.readouterr().out
+    )
