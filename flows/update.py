@@ -20,6 +20,7 @@ def update_cube(
     end: dt.date | None = None,
     lookback_days: int = 30,
     batch_size: int = 8,
+    coregister: bool = False,
 ) -> dict[str, Any]:
     """Extend the cube at ``store`` up to ``end`` with what its catalog has gained.
 
@@ -34,6 +35,7 @@ def update_cube(
         lookback_days: Search this many days before the cube's last time step, to catch late
             and reprocessed scenes.
         batch_size: Time steps read and written at a time.
+        coregister: Turn co-registration on (a cube that has it stays co-registered anyway).
 
     Returns:
         The summary of :func:`~stac2cube.flows.build.get_stac_layers`.
@@ -60,6 +62,8 @@ def update_cube(
         params["end"],
         params["catalog"],
     )
+    if coregister:
+        params["coregister"] = True
     return get_stac_layers(**params)
 
 

@@ -242,6 +242,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             end=args.end,
             lookback_days=args.lookback_days,
             batch_size=args.batch_size,
+            coregister=args.coregister,
         )
     _print_summary(args.store, summary)
     return 0

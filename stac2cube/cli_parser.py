@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument(
         "--batch-size", type=int, default=8, help="time steps read and written at a time"
     )
+    u.add_argument(
+        "--coregister",
+        action="store_true",
+        help="co-register the cube's steps to a stored reference from now on (a cube that has "
+        "one stays co-registered without this switch)",
+    )
     _add_runner_arguments(u)
 
     h = sub.add_parser("history", help="list a cube's commits (snapshots), newest first")
