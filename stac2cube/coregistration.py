@@ -946,7 +946,8 @@ def coregister_in_session(
             continue  # failed again, for the same reason: nothing to write
         results[time] = res
         if log is not None:
-            log(f"co-registration {time}: {res.status} ({res.x_px:+.3f}, {res.y_px:+.3f}) px")
+            shift = f" ({res.x_px:+.3f}, {res.y_px:+.3f}) px" if res.status == OK else ""
+            log(f"co-registration {time}: {res.status}{shift}")
     if results:
         write_coords(session, reader.times, results)
     run.steps = [results[t] for t in reader.times if t in results]

@@ -332,3 +332,34 @@ def test_cli_coregisters_with_a_named_reference(plain_cube, tmp_path, capsys):
         "coregister: 1 steps aligned, 0 failed, reference date 2024-01-10"
         in capsys.readouterr().out
     )
+
+
+def test_build_with_coregister_then_update_keeps_it(coreg_api, stac_url, tmp_path):
+    """A new cube built with coregister=True is aligned in its first commit; the nightly
+    update (no switch) aligns February's steps to the same stored reference."""
+    from stac2cube import get_stac_layers, open_cube
+    from stac2cube.cube import Cube
+    from stac2cube.flows.update import update_cube
+
+    store = tmp_path / "new.icechunk"
+    get_stac_layers(**_params(stac_url, store, coregister=True, composites=["mean:month"]))
+    cube = Cube(store)
+    history = cube.history()  # one commit (after icechunk's initial snapshot): no raw pixels
+    assert [c["message"].split(":")[0] for c in history] == ["create", "Repository initialized"]
+    assert not list(cube.repository().list_tags())
+    ref = cube.open_dataset(group="coregistration").load()
+    ds = open_cube(store)
+    status = _by_day(ds, "coreg_status")
+    assert status["2024-01-05"] == "reference" and status["2024-01-10"] == "ok"
+    update_cube(store=str(store), end="2024-02-28")
+    ds = open_cube(store)
+    x, y = _by_day(ds, "coreg_x_shift_px"), _by_day(ds, "coreg_y_shift_px")
+    for day, (ex, ey) in _expected(FEBRUARY).items():
+        assert _by_day(ds, "coreg_status")[day] == "ok"
+        assert abs(x[day] - ex) <= 0.05 and abs(y[day] - ey) <= 0.05, (day, x[day], y[day])
+    after = Cube(store).open_dataset(group="coregistration").load()
+    np.testing.assert_array_equal(after["reference"].values, ref["reference"].values)
+    # the composites were computed from the aligned pixels of the same commit
+    month = Cube(store).open_dataset(group="composites/month").load()
+    feb = ds["B08"].sel(time=slice("2024-02-01", "2024-02-28")).mean("time").values
+    np.testing.assert_allclose(month["B08_mean"].values[1], feb, rtol=1e-5, atol=1e-5)
