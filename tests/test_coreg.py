@@ -363,3 +363,53 @@ def test_build_with_coregister_then_update_keeps_it(coreg_api, stac_url, tmp_pat
     month = Cube(store).open_dataset(group="composites/month").load()
     feb = ds["B08"].sel(time=slice("2024-02-01", "2024-02-28")).mean("time").values
     np.testing.assert_allclose(month["B08_mean"].values[1], feb, rtol=1e-5, atol=1e-5)
+
+
+def test_cloud_layers_decide_clear_and_are_shifted(plain_cube, tmp_path):
+    """With a ``clouds`` group (cloud_prob 0-1, cloud_mask, shadow_mask), its masks decide
+    which pixels are clear (not SCL), and its layers are shifted with the bands."""
+    import shutil
+
+    import xarray as xr
+
+    from stac2cube import coregister_scenes, open_cube
+    from stac2cube.cube import Cube
+
+    store = tmp_path / "clouds.icechunk"
+    shutil.copytree(plain_cube, store)
+    cube = Cube(store)
+    ds = cube.open_dataset()
+    n, h, w = ds.sizes["time"], ds.sizes["y"], ds.sizes["x"]
+    mask = np.zeros((n, h, w), "uint8")
+    mask[1, 70:130, 70:130] = 1  # a cloud SCL does not know of, on 2024-01-10
+    prob = np.where(mask == 1, 0.9, 0.05).astype("float32")
+    prob[1, :, :10] = 1.0  # a sharp edge: Lanczos ringing must be clipped to 0..1
+    clouds = xr.Dataset(
+        {
+            "cloud_prob": (("time", "y", "x"), prob),
+            "cloud_mask": (("time", "y", "x"), mask),
+            "shadow_mask": (("time", "y", "x"), np.zeros_like(mask)),
+        },
+        coords={"time": ds.time.values, "y": ds.y.values, "x": ds.x.values},
+    )
+    session = cube.repository().writable_session("main")
+    clouds.to_zarr(session.store, group="clouds", mode="w", consolidated=False)
+    session.commit("test: cloud layers")
+    summary = coregister_scenes(store=str(store), reference="2024-01-05", window=64)
+    entry = next(e for e in Cube(store).ledger if e["time"].startswith("2024-01-10"))
+    for r, c in entry["coregistration"]["window_origins"]:  # windows avoid the cloud block
+        rows = max(0, min(r + 64, 130) - max(r, 70))
+        cols = max(0, min(c + 64, 130) - max(c, 70))
+        assert rows * cols <= 0.1 * 64 * 64, (r, c)
+    assert summary["coregistered_steps"] == 1
+    x = _by_day(open_cube(store), "coreg_x_shift_px")["2024-01-10"]
+    y = _by_day(open_cube(store), "coreg_y_shift_px")["2024-01-10"]
+    assert abs(x + 0.3) <= 0.05 and abs(y - 1.7) <= 0.05, (x, y)
+    after = Cube(store).open_dataset(group="clouds").load()
+    assert after["cloud_mask"].dtype == np.uint8
+    # nearest: content moved 2 rows south (round(1.7)) and 0 columns (round(-0.3))
+    np.testing.assert_array_equal(after["cloud_mask"].values[1, 2:], mask[1, :-2])
+    np.testing.assert_array_equal(after["cloud_mask"].values[0], mask[0])  # reference step
+    p = after["cloud_prob"].values[1]
+    assert np.nanmin(p) >= 0.0 and np.nanmax(p) <= 1.0
+    assert np.isnan(p[:2]).all()  # rows from outside the grid: nodata
