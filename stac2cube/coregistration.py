@@ -299,6 +299,26 @@ def check_cube(
     return replace(settings, band=band)
 
 
+def check_request(mission: str, bands: Sequence[str]) -> None:
+    """A build asking for co-registration: a mission and bands it works with, or a one-line
+    :class:`InvalidRequestError` (before anything is searched or written).
+
+    >>> check_request("landsat-c2-l2", ["red"])
+    Traceback (most recent call last):
+    ...
+    stac2cube.errors.InvalidRequestError: coregister works on Sentinel-2 cubes (sentinel-2-l2a, sentinel-2-l1c), not landsat-c2-l2
+    """
+    if mission not in MISSIONS:
+        raise InvalidRequestError(
+            f"coregister works on Sentinel-2 cubes ({', '.join(MISSIONS)}), not {mission}"
+        )
+    if not set(bands) & set(MATCH_BANDS):
+        raise InvalidRequestError(
+            f"coregister needs a native 10 m band among the bands ({', '.join(MATCH_BANDS)}); "
+            f"got {', '.join(bands)}"
+        )
+
+
 def margin(settings: CoregSettings) -> int:
     """Pixels around a window that AROSICS may shift it by (plus a little)."""
     return math.ceil(settings.max_shift) + 4

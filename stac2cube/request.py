@@ -450,6 +450,10 @@ def make_request(
         from stac2cube.composites import parse_composites
 
         composite_specs = parse_composites(composites)
+    if coregister:
+        from stac2cube.coregistration import check_request
+
+        check_request(spec.id, [b.name for b in band_specs])
     if quicklook in ("", "none"):
         quicklook = None
     if quicklook not in QUICKLOOK_FORMATS:

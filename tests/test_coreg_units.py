@@ -133,3 +133,14 @@ def test_settings_errors_are_one_line(kwargs, message):
     with pytest.raises(InvalidRequestError, match=message) as info:
         make_settings(**kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_build_switch_refuses_missions_and_bands_it_cannot_use():
+    from stac2cube.request import make_request
+
+    base = dict(bbox=[11.5, 48.1, 11.52, 48.11], start="2024-01-01", end="2024-01-31")
+    with pytest.raises(InvalidRequestError, match="works on Sentinel-2 cubes"):
+        make_request(mission="landsat-c2-l2", bands=["red"], coregister=True, **base)
+    with pytest.raises(InvalidRequestError, match="needs a native 10 m band"):
+        make_request(mission="sentinel-2-l2a", bands=["B05", "SCL"], coregister=True, **base)
+    assert make_request(mission="sentinel-2-l2a", bands=["B04"], coregister=True, **base).coregister
