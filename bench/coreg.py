@@ -111,7 +111,7 @@ def measure_steps(store: Path, window: int) -> dict[str, list[float]]:
         if t in done:
             continue
         t0 = time.perf_counter()
-        sx, sy, _, _, origins = estimate_step(reader, ref, None, t, settings)
+        sx, sy, _, _, origins = estimate_step(reader, ref, t, settings)
         out.setdefault("estimate", []).append(time.perf_counter() - t0)
         # the same windows' arrays in memory, then AROSICS directly
         arrays = []

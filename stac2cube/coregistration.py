@@ -565,7 +565,6 @@ def _reason(exc: BaseException) -> str:
 def estimate_step(
     reader: CubeReader,
     ref: Image,
-    ref_cells: np.ndarray,
     t: int,
     settings: CoregSettings,
     *,
@@ -590,7 +589,6 @@ def estimate_step(
             w,
             cell,
         )
-    del ref_cells  # the combined counts above already require a valid reference
     windows = place_windows(tgt_cells, cell, h, w, settings)
     if not windows:
         raise CoregistrationError(
@@ -681,7 +679,7 @@ def make_reference(
         shifts = {anchor: (0.0, 0.0)}
         for t in members[1:]:
             try:
-                sx, sy, _, _, _ = estimate_step(reader, anchor_img, None, t, settings)
+                sx, sy, _, _, _ = estimate_step(reader, anchor_img, t, settings)
             except CoregistrationError:
                 continue
             shifts[t] = (sx, sy)
@@ -955,7 +953,7 @@ def coregister_in_session(
         t = reader.times.index(time)
         res = StepResult(time)
         try:
-            sx, sy, rel, nwin, res.origins = estimate_step(reader, ref, None, t, settings)
+            sx, sy, rel, nwin, res.origins = estimate_step(reader, ref, t, settings)
         except CoregistrationError as exc:
             res.status = f"failed: {exc}"
         else:
