@@ -425,9 +425,22 @@ class CubeReader:
         var = self.ds[name or self.band]
         return np.asarray(var.isel(time=t, y=rows, x=cols).values, dtype="float64")
 
-    def clear(self, t: int, rows: slice, cols: slice = slice(None)) -> np.ndarray:
-        """Clear and valid pixels of step ``t``: cloud layers, else SCL, else valid data."""
-        ok = np.isfinite(self.values(t, rows, cols))
+    def clear(
+        self, t: int, rows: slice, cols: slice = slice(None), *, exact: bool = True
+    ) -> np.ndarray:
+        """Clear and valid pixels of step ``t``: cloud layers, else SCL, else valid data.
+
+        ``exact=False`` (for counting) takes validity from SCL where the cube has it (class 0
+        is nodata) instead of reading the matching band too.
+        """
+        scl = None
+        if self.has_scl:
+            raw = self.ds["SCL"].isel(time=t, y=rows, x=cols).values
+            scl = np.nan_to_num(np.asarray(raw, dtype="float64"), nan=0).astype("int64")
+        if exact or scl is None:
+            ok = np.isfinite(self.values(t, rows, cols))
+        else:
+            ok = scl > 0
         time = np.datetime64(pd.Timestamp(self.times[t]).tz_localize(None))
         if self.clouds is not None and time in self.clouds.time.values:
             sel = self.clouds.sel(time=time).isel(y=rows, x=cols)
@@ -438,9 +451,8 @@ class CubeReader:
             if "cloud_mask" not in sel.data_vars:
                 p = np.asarray(sel["cloud_prob"].values, dtype="float64")
                 ok &= np.isfinite(p) & (p < 0.4)
-        elif self.has_scl:
-            scl = np.asarray(self.ds["SCL"].isel(time=t, y=rows, x=cols).values)
-            ok &= np.isin(np.nan_to_num(scl, nan=0).astype("int64"), CLEAR_SCL)
+        elif scl is not None:
+            ok &= np.isin(scl, CLEAR_SCL)
         return ok
 
 
@@ -468,6 +480,13 @@ def cell_counts(mask_of: Callable[[slice], np.ndarray], height: int, width: int,
         idx = (rows[:, None] * nx + cols[None, :])[m]
         out += np.bincount(idx, minlength=ny * nx).reshape(ny, nx)
     return out
+
+
+def cell_area(height: int, width: int, cell: int) -> np.ndarray:
+    """Pixels per cell (edge cells are smaller)."""
+    rows = np.minimum(cell, height - np.arange(0, height, cell))
+    cols = np.minimum(cell, width - np.arange(0, width, cell))
+    return np.outer(rows, cols).astype("float64")
 
 
 def place_windows(
@@ -569,26 +588,26 @@ def estimate_step(
     settings: CoregSettings,
     *,
     target: Image | None = None,
+    ref_cells: np.ndarray | None = None,
 ) -> tuple[float, float, float, int, list[tuple[int, int]]]:
     """The step's shift against ``ref`` (:func:`consensus` of its windows), and the windows
-    tried (upper-left pixel, row and column).
+    tried (upper-left pixel, row and column). ``ref_cells``: the reference's valid pixels per
+    cell (:func:`cell_counts`), counted once for a run (default: counted here).
 
     Raises:
         CoregistrationError: the step cannot be registered (the message says why).
     """
     cell = settings.window // 4
     h, w = reader.height, reader.width
+    if ref_cells is None:
+        ref_cells = cell_counts(lambda r: ref.valid(r, slice(None)), h, w, cell)
     if target is None:
-        tgt_cells = cell_counts(
-            lambda r: reader.clear(t, r) & ref.valid(r, slice(None)), h, w, cell
-        )
+        clear = cell_counts(lambda r: reader.clear(t, r, exact=False), h, w, cell)
     else:
-        tgt_cells = cell_counts(
-            lambda r: np.isfinite(target.read(r, slice(None))) & ref.valid(r, slice(None)),
-            h,
-            w,
-            cell,
-        )
+        clear = cell_counts(lambda r: np.isfinite(target.read(r, slice(None))), h, w, cell)
+    # pixels clear in the step and valid in the reference, at least (exact where either is
+    # complete in the cell; the windows' own masks are exact)
+    tgt_cells = np.maximum(0.0, clear + ref_cells - cell_area(h, w, cell))
     windows = place_windows(tgt_cells, cell, h, w, settings)
     if not windows:
         raise CoregistrationError(
@@ -676,10 +695,16 @@ def make_reference(
         members = [t for t in order if clear_share[t] >= 0.5][: settings.reference_steps]
         members = members or [anchor]
         anchor_img = _step_image(reader, anchor)
+        cell = settings.window // 4
+        anchor_cells = cell_counts(
+            lambda r: anchor_img.valid(r, slice(None)), reader.height, reader.width, cell
+        )
         shifts = {anchor: (0.0, 0.0)}
         for t in members[1:]:
             try:
-                sx, sy, _, _, _ = estimate_step(reader, anchor_img, t, settings)
+                sx, sy, _, _, _ = estimate_step(
+                    reader, anchor_img, t, settings, ref_cells=anchor_cells
+                )
             except CoregistrationError:
                 continue
             shifts[t] = (sx, sy)
@@ -929,7 +954,9 @@ def coregister_in_session(
     if stored is None:
         cell = settings.window // 4
         share = [
-            cell_counts(lambda r, t=t: reader.clear(t, r), reader.height, reader.width, cell).sum()
+            cell_counts(
+                lambda r, t=t: reader.clear(t, r, exact=False), reader.height, reader.width, cell
+            ).sum()
             / (reader.height * reader.width)
             for t in range(len(reader.times))
         ]
@@ -949,11 +976,18 @@ def coregister_in_session(
         ]
     run.reference = {k: info[k] for k in ("id", "method", "anchor", "band", "created") if k in info}
     ref = _stored_image(session)
+    ref_cells = None
+    if todo:  # the reference's valid pixels per cell, counted once
+        ref_cells = cell_counts(
+            lambda r: ref.valid(r, slice(None)), reader.height, reader.width, settings.window // 4
+        )
     for time in todo:
         t = reader.times.index(time)
         res = StepResult(time)
         try:
-            sx, sy, rel, nwin, res.origins = estimate_step(reader, ref, t, settings)
+            sx, sy, rel, nwin, res.origins = estimate_step(
+                reader, ref, t, settings, ref_cells=ref_cells
+            )
         except CoregistrationError as exc:
             res.status = f"failed: {exc}"
         else:
