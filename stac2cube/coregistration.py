@@ -78,6 +78,8 @@ MATCH_BANDS = ("B08", "B04", "B03", "B02")
 CLEAR_SCL = (4, 5, 6, 7, 11)
 NODATA = -9999.0
 STRIP = 512
+#: stored SCL class -> clear (class 0, nodata, is not)
+_CLEAR_LUT = np.isin(np.arange(256), CLEAR_SCL)
 
 
 class CoregistrationError(Stac2CubeError):
@@ -390,6 +392,13 @@ class CubeReader:
         self.west, self.north = float(grid["bounds"][0]), float(grid["bounds"][3])
         self.clouds = self._clouds()
         self.has_scl = "SCL" in self.ds.data_vars
+        self._scl_raw = None
+        if self.has_scl:
+            import zarr
+
+            array = zarr.open_group(session.store, mode="r")["SCL"]
+            if array.dtype == np.uint8:  # stored classes: counted without decoding
+                self._scl_raw = array
 
     def _clouds(self):
         import xarray as xr
@@ -434,6 +443,8 @@ class CubeReader:
         is nodata) instead of reading the matching band too.
         """
         scl = None
+        if self._scl_raw is not None and not exact and self.clouds is None:
+            return _CLEAR_LUT[np.asarray(self._scl_raw[t, rows, cols])]
         if self.has_scl:
             raw = self.ds["SCL"].isel(time=t, y=rows, x=cols).values
             scl = np.nan_to_num(np.asarray(raw, dtype="float64"), nan=0).astype("int64")
@@ -472,13 +483,14 @@ def cell_counts(mask_of: Callable[[slice], np.ndarray], height: int, width: int,
     ny, nx = -(-height // cell), -(-width // cell)
     out = np.zeros((ny, nx))
     step = max(cell, (STRIP // cell) * cell)
-    cols = np.arange(width) // cell
     for y0 in range(0, height, step):
         y1 = min(height, y0 + step)
         m = mask_of(slice(y0, y1))
-        rows = np.arange(y0, y1) // cell
-        idx = (rows[:, None] * nx + cols[None, :])[m]
-        out += np.bincount(idx, minlength=ny * nx).reshape(ny, nx)
+        rows = -(-(y1 - y0) // cell)
+        padded = np.zeros((rows * cell, nx * cell), "uint32")
+        padded[: y1 - y0, :width] = m
+        k = y0 // cell
+        out[k : k + rows] += padded.reshape(rows, cell, nx, cell).sum(axis=(1, 3))
     return out
 
 
