@@ -12,6 +12,7 @@ from prefect.utilities.annotations import quote
 
 from stac2cube import __version__
 from stac2cube._log import get_logger
+from stac2cube._progress import plan_steps, skip_steps
 from stac2cube.cube import Cube, as_cube
 from stac2cube.dataset import static_steps
 from stac2cube.errors import (
@@ -30,7 +31,13 @@ from stac2cube.settings import STATS_SUFFIX, sidecar_path, write_settings
 from stac2cube.signing import make_signer
 from stac2cube.spec import bound_parameters, with_spec_parameters
 from stac2cube.steps import TimeStep, deduplicate
-from stac2cube.store import CubeState, check_compatible, merge_ledger, processing_record
+from stac2cube.store import (
+    CubeState,
+    check_compatible,
+    forked,
+    merge_ledger,
+    processing_record,
+)
 from stac2cube.tasks.group import group_task
 from stac2cube.tasks.load import load_task
 from stac2cube.tasks.plan import plan_task
@@ -311,16 +318,18 @@ def write_plan(
     """
     state = cube.state  # read under the lock (replan)
     with cube.writing() as session:
-        staged = stage_batches(request, plan, cube, session, batch_size, pc_key=pc_key)
-        written = [e["time"] for e in staged.entries]
-        if not written and state is None:
-            raise EmptySearchError(
-                f"no time step passed the filters (min_coverage {request.min_coverage:g}, "
-                f"max_scene_cloud {request.max_scene_cloud:g}%); nothing was written"
-            )
-        replaced = {t: old for t, old in plan.replaced_times.items() if t in set(written)}
-        if staged.parts:  # inserts and replacements, written in time order
-            insert_steps(cube, session, staged.parts, replaced, batch_size)
+        # the pixels: workers write them through a fork of the session, merged back here
+        with forked(session) as pixels:
+            staged = stage_batches(request, plan, cube, pixels, batch_size, pc_key=pc_key)
+            written = [e["time"] for e in staged.entries]
+            if not written and state is None:
+                raise EmptySearchError(
+                    f"no time step passed the filters (min_coverage {request.min_coverage:g}, "
+                    f"max_scene_cloud {request.max_scene_cloud:g}%); nothing was written"
+                )
+            replaced = {t: old for t, old in plan.replaced_times.items() if t in set(written)}
+            if staged.parts:  # inserts and replacements, written in time order
+                insert_steps(cube, pixels, staged.parts, replaced, batch_size)
         ledger = merge_ledger(cube.ledger, staged.entries, replaced)
         record = described_with_range(request, state)
         record["rejected"] = merge_rejected(
@@ -381,6 +390,7 @@ def stage_batches(
     out = StagedSteps()
     first = state is None
     progress = ProgressArtifact(cube.name, total=len(steps))
+    plan_steps(len(steps))  # the terminal's bar, when one is shown
     processing = processing_record(request.describe())  # recorded in every ledger entry
     for k in range(0, len(steps), batch_size):
         batch = steps[k : k + batch_size]
@@ -394,6 +404,7 @@ def stage_batches(
         ds, batch_entries, items_b = filter_steps(request, ds, batch_entries, batch)
         kept = {e["time"] for e in batch_entries}
         out.rejected += [rejected_entry(s) for s in batch if s.time.isoformat() not in kept]
+        skip_steps(len(batch) - len(batch_entries))
         if not batch_entries:
             progress.update(k + len(batch))
             continue

@@ -37,9 +37,15 @@ class _QuietConsole(logging.Filter):
     """The console without ``--debug``: no Dask logs, no tracebacks, and none of Prefect's
     reports of a failed run (the CLI prints the error itself, as the last line on stderr)."""
 
+    def __init__(self, verbose: bool = False):
+        super().__init__()
+        self.verbose = verbose
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "distributed" or record.name.startswith("distributed."):
             return False
+        if not self.verbose and record.levelno < logging.WARNING:
+            return False  # quiet by default: the progress bar and the summary say enough
         if record.name.startswith("prefect") and (
             record.levelno >= logging.ERROR or record.getMessage().startswith(_FAILED_STATES)
         ):
@@ -52,10 +58,11 @@ _FAILED_STATES = tuple(f"Finished in state {s}" for s in ("Failed", "Crashed", "
 
 
 @contextlib.contextmanager
-def _console(debug: bool):
-    """Everything on the console with ``debug``; else only what :class:`_QuietConsole` keeps."""
+def _console(debug: bool, verbose: bool = False):
+    """Everything on the console with ``debug``; else only what :class:`_QuietConsole` keeps
+    (warnings and errors; with ``verbose`` the run's INFO lines too)."""
     handlers = [] if debug else logging.getLogger().handlers
-    quiet = _QuietConsole()
+    quiet = _QuietConsole(verbose)
     for handler in handlers:
         handler.addFilter(quiet)
     try:
@@ -78,7 +85,7 @@ def _flow_context(args: argparse.Namespace):
         os.environ[CLUSTER_ENV] = args.dask_cluster
     with (
         shared_prefect_api(),
-        _console(args.debug),
+        _console(args.debug, getattr(args, "verbose", False)),
         TerminalProgress("reading and writing pixels"),
     ):
         yield
@@ -88,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stac2cube`` command."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    verbose = "--verbose" in argv  # anywhere on the line, before or after the command
     _configure_environment(debug)
     from stac2cube.errors import Stac2CubeError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args([a for a in argv if a != "--verbose"])
+    args.verbose = verbose or args.verbose
     try:
         commands = {
             "build": cmd_build,
@@ -365,7 +374,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "statistics": True,
             "store": str(store),
         }
-        run_build(kwargs, argparse.Namespace(runner="auto", dask_cluster=None, debug=args.debug))
+        run_build(
+            kwargs,
+            argparse.Namespace(
+                runner="auto", dask_cluster=None, debug=args.debug, verbose=args.verbose
+            ),
+        )
     print(format_info(cube_info(store)))
     return 0
 

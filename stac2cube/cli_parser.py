@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stac2cube {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the run's log lines (INFO) on the console"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser(

@@ -213,49 +213,187 @@ def _pixel_chunks(ds: xr.Dataset) -> xr.Dataset:
     pixels = {  # Variables, not DataArrays: chunking a DataArray would chunk its coordinates
         name: var.variable.chunk({"time": 1, "y": CHUNK, "x": CHUNK})
         for name, var in ds.data_vars.items()
+        if var.chunks is not None  # values in memory are written as they are
     }
     return ds.assign(pixels).assign_coords(steps)
 
 
-def _distributed_client_active() -> bool:
+def _distributed_client():
+    """The current ``distributed.Client`` (the flow's cluster inside :func:`pixel_client`), or
+    None with dask's local scheduler."""
     try:
         from distributed import default_client
 
-        default_client()
+        return default_client()
     except (ImportError, ValueError):
-        return False
-    return True
+        return None
 
 
-def _put(session, ds: xr.Dataset, **kwargs: Any) -> None:
-    """Write ``ds`` into the session (``to_zarr`` arguments in ``kwargs``).
+def _distributed_client_active() -> bool:
+    return _distributed_client() is not None
 
-    With the local dask scheduler the lazy pixels stream chunk by chunk into the session's store
-    (parallel reads and writes, memory of a few chunks). With a distributed cluster the pixels
-    are computed on the cluster, as many time steps at a time as fit in ``COMPUTE_BYTES``, and
-    written from this process (an icechunk session must not be written from workers without a
-    fork/merge).
+
+@contextmanager
+def forked(session) -> Iterator[Any]:
+    """A fork of the run's (clean) writable ``session`` for the pixel writes, merged back into
+    ``session`` when the block ends without error.
+
+    Dask workers, in this process or in others (a ``LocalCluster`` of processes, SLURM jobs),
+    write the chunks they compute through copies of the fork; only the copies' change sets
+    (metadata) come back, and they are merged into the fork after each write. The run still
+    commits ``session`` once. A session that already has changes cannot fork: it is yielded
+    itself, and :func:`_put` then computes on a cluster and writes from this process.
+
+    Every stored chunk must be written by workers at most once in a fork (a copy made before
+    a chunk's first write carries no entry for it; a copy made after would carry the old one):
+    :func:`_put` writes the lazy per-step coordinates (one chunk holds thousands of steps) from
+    this process.
     """
-    if _distributed_client_active():
-        from icechunk.xarray import to_icechunk
+    if session.has_uncommitted_changes or session.read_only:
+        yield session
+        return
+    fork = session.fork()
+    yield fork
+    session.merge(fork)
 
-        # as many steps per computation as fit in COMPUTE_BYTES (at least one), whatever the batch
-        per_step = sum(
-            v.dtype.itemsize * v.size // max(v.sizes["time"], 1) for v in ds.data_vars.values()
+
+def _is_fork(target) -> bool:
+    from icechunk.session import ForkSession
+
+    return isinstance(target, ForkSession)
+
+
+def _lazy_step_coords(ds: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Per-step coordinates computed from the pixels (dask-backed, e.g. ``valid_fraction``)."""
+    return {
+        str(name): coord
+        for name, coord in ds.coords.items()
+        if name not in ds.dims and coord.chunks is not None
+    }
+
+
+def stored_bytes(ds: xr.Dataset) -> int:
+    """Bytes of the pixel variables of ``ds`` as stored (encoded dtype, uncompressed)."""
+    total = 0
+    for var in ds.data_vars.values():
+        dtype = np.dtype(var.encoding.get("dtype", var.dtype))
+        total += int(var.size) * dtype.itemsize
+    return total
+
+
+def _put(target, ds: xr.Dataset, **kwargs: Any) -> None:
+    """Write ``ds`` into ``target`` (a writable session, or its fork: :func:`forked`);
+    ``to_zarr`` arguments (``mode``, ``append_dim``, ``region``, ``encoding``) in ``kwargs``.
+
+    The pixels stream chunk by chunk: each dask task reads, converts, encodes and writes one
+    ``(1, 512, 512)`` chunk, so memory is a few chunks per thread whatever the grid, the batch
+    or the time axis. With a distributed cluster and a fork, the workers write (nothing but
+    change sets comes back). The lazy per-step coordinates are computed in the same dask
+    computation (the reads are shared) and written from this process afterwards.
+    """
+    client = _distributed_client()
+    if client is not None and not _is_fork(target):
+        _put_computed(target, ds, **kwargs)
+        return
+    from icechunk.xarray import _XarrayDatasetWriter
+
+    from stac2cube._progress import compute
+
+    ds = _pixel_chunks(ds)
+    lazy = _lazy_step_coords(ds)
+    if lazy:  # placeholders now (written eagerly here), values once computed
+        ds = ds.assign_coords(
+            {n: (c.dims, np.zeros(c.shape, c.dtype), c.attrs) for n, c in lazy.items()}
         )
-        group = max(1, int(COMPUTE_BYTES // max(per_step, 1)))
-        for k in range(0, ds.sizes["time"], group):
-            part = ds.isel(time=slice(k, k + group)).compute()
-            if "region" in kwargs:
-                start = kwargs["region"]["time"].start + k
-                region = {"time": slice(start, start + part.sizes["time"])}
-                to_icechunk(part, session, region=region)
-            elif k == 0:
-                to_icechunk(part, session, **kwargs)
-            else:
-                to_icechunk(part, session, **APPEND)
+        for name, coord in lazy.items():
+            ds[name].encoding = dict(coord.encoding)
+    writer = _XarrayDatasetWriter(ds, store=target.store, safe_chunks=True)
+    writer._open_group(
+        group=None,
+        mode=kwargs.get("mode"),
+        append_dim=kwargs.get("append_dim"),
+        region=kwargs.get("region"),
+    )
+    writer.write_metadata(kwargs.get("encoding"))
+    writer.write_eager()
+    coords = [c.data for c in lazy.values()]
+    if not writer.writer.sources:
+        values = compute(*coords)
+    elif client is not None:  # workers write through copies of the fork: merge their changes
+        import dask.array as da
+        from icechunk.dask import computing_meta, merge_sessions_array_kwargs
+        from icechunk.distributed import extract_session, merge_sessions
+
+        stored = writer.writer.sync(
+            compute=False,
+            chunkmanager_store_kwargs={"load_stored": False, "return_stored": True},
+        )
+        changes = [
+            da.reduction(
+                arr,
+                name="ice-changeset",
+                chunk=computing_meta(extract_session),
+                aggregate=computing_meta(merge_sessions_array_kwargs),
+                concatenate=False,
+                keepdims=False,
+                dtype=object,
+                meta=np.array([object()], dtype=object),
+            )
+            for arr in (stored if isinstance(stored, list | tuple) else [stored])
+        ]
+        out = compute(*changes, *coords, nbytes=stored_bytes(ds), steps=ds.sizes["time"])
+        target.merge(merge_sessions(*out[: len(changes)]))
+        values = out[len(changes) :]
+    else:  # dask's local scheduler: the tasks write into this process's session
+        delayed = writer.writer.sync(compute=False)
+        out = compute(delayed, *coords, nbytes=stored_bytes(ds), steps=ds.sizes["time"])
+        values = out[1:]
+    if lazy:
+        _write_step_values(target, ds, dict(zip(lazy, values, strict=True)), **kwargs)
+
+
+def _write_step_values(target, ds: xr.Dataset, values: dict[str, Any], **kwargs: Any) -> None:
+    """Write computed per-step coordinates where :func:`_put` wrote their placeholders."""
+    import zarr
+
+    group = zarr.open_group(target.store, mode="r+")
+    n = ds.sizes["time"]
+    if "region" in kwargs:
+        start = kwargs["region"]["time"].start
+    elif kwargs.get("append_dim") == "time":
+        start = group["time"].shape[0] - n
     else:
-        _pixel_chunks(ds).to_zarr(session.store, consolidated=False, **kwargs)
+        start = 0
+    for name, value in values.items():
+        array = group[name]
+        encoded = xr.conventions.encode_cf_variable(
+            xr.Variable(("time",), np.asarray(value), encoding=dict(ds[name].encoding)),
+            name=name,
+        )
+        array[start : start + n] = np.asarray(encoded.values, dtype=array.dtype)
+
+
+def _put_computed(session, ds: xr.Dataset, **kwargs: Any) -> None:
+    """A session with changes on a distributed cluster (it cannot fork): the pixels are
+    computed on the cluster, as many time steps at a time as fit in ``COMPUTE_BYTES``, and
+    written from this process."""
+    from icechunk.xarray import to_icechunk
+
+    # as many steps per computation as fit in COMPUTE_BYTES (at least one), whatever the batch
+    per_step = sum(
+        v.dtype.itemsize * v.size // max(v.sizes["time"], 1) for v in ds.data_vars.values()
+    )
+    group = max(1, int(COMPUTE_BYTES // max(per_step, 1)))
+    for k in range(0, ds.sizes["time"], group):
+        part = ds.isel(time=slice(k, k + group)).compute()
+        if "region" in kwargs:
+            start = kwargs["region"]["time"].start + k
+            region = {"time": slice(start, start + part.sizes["time"])}
+            to_icechunk(part, session, region=region)
+        elif k == 0:
+            to_icechunk(part, session, **kwargs)
+        else:
+            to_icechunk(part, session, **APPEND)
 
 
 def write_time_steps(session, ds: xr.Dataset, *, first: bool, batch_size: int = 8) -> int:
