@@ -99,6 +99,9 @@ METHODS = [
     "stac2cube-threads",
     "stac2cube-processes",
     "stac2cube-cli",
+    "stac2cube-cli-b1",
+    "stac2cube-cli-b8",
+    "stac2cube-cli-b32",
 ]
 FLOOR, BASELINE = "rasterio-threads", "stackstac-zarr"
 
@@ -313,9 +316,10 @@ def run_stac2cube_runner(job: dict[str, Any], runner: str) -> dict[str, Any]:
     return result
 
 
-def run_stac2cube_cli(job: dict[str, Any]) -> dict[str, Any]:
+def run_stac2cube_cli(job: dict[str, Any], batch_size: int | None = None) -> dict[str, Any]:
     """``stac2cube build`` end to end in a child process (its own Prefect start-up, imports and
-    all); the time is the child's wall time, the peak RSS the child's."""
+    all), with ``--batch-size`` if given; the time is the child's wall time, the peak RSS the
+    summed RSS of the child and its descendants."""
     import resource
     import subprocess
 
@@ -324,6 +328,8 @@ def run_stac2cube_cli(job: dict[str, Any]) -> dict[str, Any]:
     argv += ["--bbox", *map(str, kw["bbox"]), "--start", kw["start"][:10]]
     argv += ["--end", kw["end"][:10], "--catalog", kw["catalog"], "--collection"]
     argv += [kw["collection"], "--bands", *kw["bands"], "--crs", kw["crs"], "--store", kw["store"]]
+    if batch_size is not None:
+        argv += ["--batch-size", str(batch_size)]
     t0 = time.perf_counter()
     with TreeRss() as tree:
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -375,7 +381,7 @@ def run_stac2cube_stages(job: dict[str, Any]) -> dict[str, Any]:
         with timed(stages, "load (lazy)"):
             raw = load_raw(request, [i for s in batch for i in s.items])
         with timed(stages, "preprocess (lazy)"):
-            ds, batch_entries = build_dataset(request, batch, raw)
+            ds, batch_entries = build_dataset(request, batch, raw, integers=True)
             stamp_ledger(batch_entries, batch)
             entries.extend(batch_entries)
         with timed(stages, "read + radiometry + mosaic + write (streamed by chunk)"):
@@ -405,6 +411,9 @@ WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "stac2cube-threads": lambda job: run_stac2cube_runner(job, "threads"),
     "stac2cube-processes": lambda job: run_stac2cube_runner(job, "processes"),
     "stac2cube-cli": run_stac2cube_cli,
+    "stac2cube-cli-b1": lambda job: run_stac2cube_cli(job, 1),
+    "stac2cube-cli-b8": lambda job: run_stac2cube_cli(job, 8),
+    "stac2cube-cli-b32": lambda job: run_stac2cube_cli(job, 32),
     "prefect-init": prefect_init,
 }
 
@@ -420,6 +429,9 @@ IMPORTS: dict[str, list[str]] = {
     "stac2cube-threads": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
     "stac2cube-processes": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
     "stac2cube-cli": ["stac2cube"],
+    "stac2cube-cli-b1": ["stac2cube"],
+    "stac2cube-cli-b8": ["stac2cube"],
+    "stac2cube-cli-b32": ["stac2cube"],
     "prefect-init": ["prefect"],
 }
 

@@ -397,7 +397,7 @@ def stage_batches(
         items_b = [i for s in batch for i in s.items]
         signer = make_signer(request.catalog, items_b, key=pc_key)
         raw = load_task(request, quote(items_b), signer=signer)
-        ds, batch_entries = preprocess_task(request, quote(batch), quote(raw))
+        ds, batch_entries = preprocess_task(request, quote(batch), quote(raw), integers=True)
         stamp_ledger(batch_entries, batch)
         for entry in batch_entries:
             entry["processing"] = dict(processing)

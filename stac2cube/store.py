@@ -272,6 +272,32 @@ def _lazy_step_coords(ds: xr.Dataset) -> dict[str, xr.DataArray]:
     }
 
 
+_CF_KEYS = ("scale_factor", "add_offset", "_FillValue")
+
+
+def as_decoded(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its variables that hold stored integers already (CF attributes set, see
+    :func:`stac2cube.dataset.build_dataset`) turned into decoded float64 values, lazily.
+
+    Writes into existing arrays (appends, regions) and concatenations with a decoded cube need
+    them: xarray encodes with the store's encoding there. The round trip is exact: the stored
+    integers come back from ``round((value - add_offset) / scale_factor)``.
+    """
+    out = {}
+    for name, var in ds.data_vars.items():
+        if var.dtype.kind not in "iu" or "scale_factor" not in var.attrs:
+            continue
+        cf = {k: var.attrs[k] for k in _CF_KEYS if k in var.attrs}
+        values = var.variable.astype("float64")
+        if "_FillValue" in cf:
+            values = values.where(var.variable != cf["_FillValue"])
+        values = values * float(cf["scale_factor"]) + float(cf.get("add_offset", 0.0))
+        values.attrs = {k: v for k, v in var.attrs.items() if k not in cf}
+        values.encoding = {**var.encoding, **cf, "dtype": str(var.dtype)}
+        out[name] = values
+    return ds.assign(out) if out else ds
+
+
 def stored_bytes(ds: xr.Dataset) -> int:
     """Bytes of the pixel variables of ``ds`` as stored (encoded dtype, uncompressed)."""
     total = 0
@@ -299,6 +325,8 @@ def _put(target, ds: xr.Dataset, **kwargs: Any) -> None:
 
     from stac2cube._progress import compute
 
+    if kwargs.get("mode") != "w-":  # into existing arrays: xarray encodes with theirs
+        ds = as_decoded(ds)
     ds = _pixel_chunks(ds)
     lazy = _lazy_step_coords(ds)
     if lazy:  # placeholders now (written eagerly here), values once computed
@@ -379,6 +407,8 @@ def _put_computed(session, ds: xr.Dataset, **kwargs: Any) -> None:
     written from this process."""
     from icechunk.xarray import to_icechunk
 
+    if kwargs.get("mode") != "w-":
+        ds = as_decoded(ds)
     # as many steps per computation as fit in COMPUTE_BYTES (at least one), whatever the batch
     per_step = sum(
         v.dtype.itemsize * v.size // max(v.sizes["time"], 1) for v in ds.data_vars.values()
@@ -489,6 +519,7 @@ def rewrite_time_steps(
         The number of time steps rewritten or appended.
     """
 
+    new = as_decoded(new)  # stored integers as values, like the decoded cube
     # per-step coordinates (small, object dtype) in memory; pixels stay lazy
     base = base.assign_coords(
         {n: c.compute() for n, c in base.coords.items() if n not in base.dims}

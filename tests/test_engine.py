@@ -54,7 +54,7 @@ def big_bbox() -> list[float]:
     return [round(w, 5), round(s, 5), round(e, 5), round(n, 5)]
 
 
-def batches(stac_url, size: int):
+def batches(stac_url, size: int, *, integers: bool = True):
     """``(dataset, ...)`` of the build's time steps, ``size`` steps a batch (lazy)."""
     from stac2cube.dataset import build_dataset
     from stac2cube.load import load_raw
@@ -71,7 +71,8 @@ def batches(stac_url, size: int):
     out = []
     for k in range(0, len(steps), size):
         part = steps[k : k + size]
-        ds, _ = build_dataset(request, part, load_raw(request, [i for s in part for i in s.items]))
+        raw = load_raw(request, [i for s in part for i in s.items])
+        ds, _ = build_dataset(request, part, raw, integers=integers)
         out.append(ds)
     return out
 
@@ -112,15 +113,19 @@ def batch_write(path, parts) -> None:
 
 def test_workers_write_streamed_steps_equal_to_the_batch_write(big_api, stac_url, tmp_path):
     """Worker processes write through copies of one fork of the run's session (three appends,
-    per-step coordinates computed from the pixels included); the cube equals the one the
-    previous engine wrote, stored value for value, and it is committed once."""
+    per-step coordinates computed from the pixels included; reflectance as stored integers
+    computed from the DN); the cube equals the one the previous engine wrote (float32 batches
+    computed into memory, then encoded), stored value for value, and it is committed once."""
     from distributed import Client, LocalCluster
 
     from stac2cube.store import forked, history, open_repo, write_time_steps
 
-    a, b = batches(stac_url, 2)
-    parts = [a.isel(time=[0]), a.isel(time=[1]), b]
-    batch_write(tmp_path / "batch.icechunk", parts)
+    def split(ab):
+        a, b = ab
+        return [a.isel(time=[0]), a.isel(time=[1]), b]
+
+    batch_write(tmp_path / "batch.icechunk", split(batches(stac_url, 2, integers=False)))
+    parts = split(batches(stac_url, 2))  # the write path's form: stored integers where DN
 
     session = open_repo(tmp_path / "stream.icechunk", create=True).writable_session("main")
     with (
@@ -209,8 +214,7 @@ def test_flow_build_on_a_cluster_workers_write_and_the_bar_reaches_100(
     assert lines[-1].startswith("pixels: 100% 4/4 steps"), lines
     assert lines[-1].endswith("MB"), lines
     assert any("left" in line for line in lines[:-1]), lines  # an ETA while it ran
-    parts = batches(stac_url, 3)
-    batch_write(tmp_path / "batch.icechunk", parts)
+    batch_write(tmp_path / "batch.icechunk", batches(stac_url, 3, integers=False))
     got, want = stored(tmp_path / "f.icechunk"), stored(tmp_path / "batch.icechunk")
     assert_same_cube(got[list(want.data_vars)], want[list(want.data_vars)])
     np.testing.assert_array_equal(got.valid_fraction.values, want.valid_fraction.values)
