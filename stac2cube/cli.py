@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "rollback": cmd_rollback,
             "export": cmd_export,
             "availability": cmd_availability,
+            "clouds": cmd_clouds,
         }
         return commands[args.command](args)
     except Stac2CubeError as exc:
@@ -278,6 +279,39 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     with cube.lock():
         tag = cube.rollback(args.to)
     print(f"{args.path}: now at snapshot {args.to}; the previous head is kept as tag {tag}")
+    return 0
+
+
+def cmd_clouds(args: argparse.Namespace) -> int:
+    from stac2cube.clouds import CloudSettings, check_sentinel2
+    from stac2cube.flows.clouds import get_cloud_layers, parse_thresholds
+
+    cube = _require_cube(args.store)
+    check_sentinel2(cube.state.request, cube.name)
+    thresholds = parse_thresholds(args.thresholds)
+    CloudSettings.make(thresholds=thresholds, resolution=args.cloud_resolution)  # checked first
+    from stac2cube.flows.runner import shared_prefect_api
+
+    with shared_prefect_api(), _console(args.debug):
+        summary = get_cloud_layers(
+            store=args.store,
+            catalog=args.catalog,
+            collection=args.collection,
+            thresholds=thresholds,
+            cloud_resolution=args.cloud_resolution,
+            shadows=args.shadows,
+            cloud_method=args.cloud_method,
+            aws_credentials_block=args.aws_credentials_block,
+        )
+    if summary["snapshot"] is None:
+        print(f"{args.store}: cloud layers up to date, nothing to do")
+    else:
+        print(
+            f"{args.store}: cloud layers of {summary['computed_time_steps']} time steps, "
+            f"snapshot {summary['snapshot']}"
+        )
+    for t, ids in summary["unmatched"].items():
+        print(f"  {t}: no L1C scene for {', '.join(ids)} (layers NaN)")
     return 0
 
 
