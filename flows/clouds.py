@@ -13,7 +13,7 @@ from prefect.utilities.annotations import quote
 
 from stac2cube import __version__
 from stac2cube._log import get_logger
-from stac2cube.clouds import CloudSettings, check_sentinel2
+from stac2cube.clouds import CloudSettings, check_sentinel2, merged_settings
 from stac2cube.clouds_store import settings_of_group
 from stac2cube.cube import as_cube
 from stac2cube.errors import InvalidRequestError
@@ -68,26 +68,14 @@ def get_cloud_layers(
     cube = as_cube(store)
     state = cube.require()
     check_sentinel2(state.request, cube.name)
-    stored = _stored_settings(cube)
-    settings = CloudSettings.make(
-        thresholds=thresholds if thresholds is not None else (stored and stored.thresholds),
-        resolution=cloud_resolution
-        if cloud_resolution is not None
-        else (stored.resolution if stored else None),
-        shadows=shadows if shadows is not None else (stored.shadows if stored else None),
-        method=cloud_method or (stored.method if stored else None),
-        catalog=catalog or (stored.catalog if stored else None),
-        collection=collection or (stored.collection if stored else None),
-        **(
-            {
-                "average_over": stored.average_over,
-                "dilation": stored.dilation,
-                "shadow_heights": stored.shadow_heights,
-                "dark_nir": stored.dark_nir,
-            }
-            if stored
-            else {}
-        ),
+    settings = merged_settings(
+        _stored_settings(cube),
+        thresholds=thresholds,
+        resolution=cloud_resolution,
+        shadows=shadows,
+        method=cloud_method,
+        catalog=catalog,
+        collection=collection,
     )
     with aws_credentials(aws_credentials_block), cube.lock():
         state = cube.refresh()

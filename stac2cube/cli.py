@@ -283,13 +283,32 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_clouds(args: argparse.Namespace) -> int:
-    from stac2cube.clouds import CloudSettings, check_sentinel2
-    from stac2cube.flows.clouds import get_cloud_layers, parse_thresholds
+    from stac2cube.clouds import CloudSettings, check_sentinel2, merged_settings, stale_times
+    from stac2cube.clouds_store import plan_cloud_layers, read_group_record
+    from stac2cube.flows.clouds import (
+        _stored_settings,
+        aws_credentials,
+        get_cloud_layers,
+        parse_thresholds,
+    )
 
     cube = _require_cube(args.store)
-    check_sentinel2(cube.state.request, cube.name)
+    state = cube.state
+    check_sentinel2(state.request, cube.name)
     thresholds = parse_thresholds(args.thresholds)
     CloudSettings.make(thresholds=thresholds, resolution=args.cloud_resolution)  # checked first
+    settings = merged_settings(
+        _stored_settings(cube),
+        thresholds=thresholds,
+        resolution=args.cloud_resolution,
+        shadows=args.shadows,
+        method=args.cloud_method,
+        catalog=args.catalog,
+        collection=args.collection,
+    )
+    with aws_credentials(args.aws_credentials_block):  # catalog, pairing, credentials
+        stale = stale_times(state.ledger, read_group_record(cube._readonly()))
+        plan_cloud_layers(state.request, state.ledger, stale, settings, name=cube.name)
     from stac2cube.flows.runner import shared_prefect_api
 
     with shared_prefect_api(), _console(args.debug):

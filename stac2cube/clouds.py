@@ -608,3 +608,18 @@ def detector_version() -> str:
     from importlib.metadata import version
 
     return version("s2cloudless")
+
+
+def merged_settings(stored: CloudSettings | None, **given: Any) -> CloudSettings:
+    """The settings of a run: those ``given`` (not None), else the group's ``stored`` ones,
+    else the defaults.
+
+    >>> merged_settings(CloudSettings.make(thresholds=[30], shadows=True), resolution=20)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    CloudSettings(thresholds=(30.0,), resolution=20.0, average_over=40.0, dilation=20.0,
+        shadows=True, shadow_heights=(200.0, 2000.0), dark_nir=0.15, method='s2cloudless',
+        collection=None, catalog=None)
+    """
+    base = asdict(stored) if stored is not None else {}
+    base.update({k: v for k, v in given.items() if v is not None})
+    return CloudSettings.make(**base)

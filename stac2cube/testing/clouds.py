@@ -180,8 +180,8 @@ def standard_cloud_scenes(size: int = 60) -> tuple[list[SceneSpec], list[L1CScen
       2024-01-04 is a decoy (another day).
     * 2024-01-10: baseline 03.01 (no offset).
     * 2024-01-15: an L2A scene without L1C (layers NaN, named in the summary).
-    * 2024-01-20: flat clear land, a cloud block in the north-east and dark land around it
-      (sun azimuth 160, elevation 25).
+    * 2024-01-20: flat clear land, a 120 m cloud block in the south, dark land north of it
+      (sun azimuth 160, elevation 60: shadows fall north-north-west of the cloud).
     """
 
     def a(when, **kw):
@@ -204,8 +204,8 @@ def standard_cloud_scenes(size: int = 60) -> tuple[list[SceneSpec], list[L1CScen
         l1c_for(day1c),
         l1c_for(day2),
         l1c_for(replace(day1a, datetime=_at("2024-01-04"))),
-        l1c_for(day4, flat=True, cloud_box=(6, 6 + 12, c, c + 12),
-                dark_box=(0, size, 0, size)),  # fmt: skip
+        l1c_for(day4, flat=True, cloud_box=(size - 24, size - 12, c, c + 12),
+                dark_box=(0, size - 24, 0, size), sun=(160.0, 60.0)),  # fmt: skip
     ]
     return l2a, l1c
 
