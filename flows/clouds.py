@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow
@@ -13,10 +9,9 @@ from prefect.utilities.annotations import quote
 
 from stac2cube import __version__
 from stac2cube._log import get_logger
-from stac2cube.clouds import CloudSettings, check_sentinel2, merged_settings
-from stac2cube.clouds_store import settings_of_group
+from stac2cube.clouds import check_sentinel2, merged_settings
+from stac2cube.clouds_store import aws_credentials, stored_settings
 from stac2cube.cube import as_cube
-from stac2cube.errors import InvalidRequestError
 from stac2cube.tasks.clouds import write_clouds_task
 
 
@@ -69,7 +64,7 @@ def get_cloud_layers(
     state = cube.require()
     check_sentinel2(state.request, cube.name)
     settings = merged_settings(
-        _stored_settings(cube),
+        stored_settings(cube),
         thresholds=thresholds,
         resolution=cloud_resolution,
         shadows=shadows,
@@ -112,55 +107,3 @@ def get_cloud_layers(
         "unmatched": result["unmatched"],
         "time_steps": len(state.ledger),
     }
-
-
-def _stored_settings(cube) -> CloudSettings | None:
-    try:
-        session = cube.repository().readonly_session("main")
-    except Exception:
-        return None
-    return settings_of_group(session)
-
-
-@contextmanager
-def aws_credentials(block: str | None) -> Iterator[None]:
-    """AWS credentials from a Prefect Secret block, in the environment for the run."""
-    if not block:
-        yield
-        return
-    from prefect.blocks.system import Secret
-
-    value = Secret.load(block).get()
-    if isinstance(value, str):
-        value = json.loads(value)
-    if not isinstance(value, dict) or "aws_access_key_id" not in value:
-        raise InvalidRequestError(
-            f"Secret block {block!r} must hold JSON with aws_access_key_id and "
-            "aws_secret_access_key"
-        )
-    keys = {
-        "AWS_ACCESS_KEY_ID": value["aws_access_key_id"],
-        "AWS_SECRET_ACCESS_KEY": value.get("aws_secret_access_key", ""),
-    }
-    if value.get("aws_session_token"):
-        keys["AWS_SESSION_TOKEN"] = value["aws_session_token"]
-    before = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def parse_thresholds(values: Sequence[str] | None) -> list[float] | None:
-    """Command-line thresholds as numbers (the flow checks the range)."""
-    if values is None:
-        return None
-    try:
-        return [float(v) for v in values]
-    except ValueError:
-        raise InvalidRequestError(f"thresholds must be numbers 0-100, got {list(values)}") from None

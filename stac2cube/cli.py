@@ -284,12 +284,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_clouds(args: argparse.Namespace) -> int:
     from stac2cube.clouds import CloudSettings, check_sentinel2, merged_settings, stale_times
-    from stac2cube.clouds_store import plan_cloud_layers, read_group_record
-    from stac2cube.flows.clouds import (
-        _stored_settings,
+    from stac2cube.clouds_store import (
         aws_credentials,
-        get_cloud_layers,
         parse_thresholds,
+        plan_cloud_layers,
+        read_group_record,
+        stored_settings,
     )
 
     cube = _require_cube(args.store)
@@ -298,7 +298,7 @@ def cmd_clouds(args: argparse.Namespace) -> int:
     thresholds = parse_thresholds(args.thresholds)
     CloudSettings.make(thresholds=thresholds, resolution=args.cloud_resolution)  # checked first
     settings = merged_settings(
-        _stored_settings(cube),
+        stored_settings(cube),
         thresholds=thresholds,
         resolution=args.cloud_resolution,
         shadows=args.shadows,
@@ -309,6 +309,7 @@ def cmd_clouds(args: argparse.Namespace) -> int:
     with aws_credentials(args.aws_credentials_block):  # catalog, pairing, credentials
         stale = stale_times(state.ledger, read_group_record(cube._readonly()))
         plan_cloud_layers(state.request, state.ledger, stale, settings, name=cube.name)
+    from stac2cube.flows.clouds import get_cloud_layers
     from stac2cube.flows.runner import shared_prefect_api
 
     with shared_prefect_api(), _console(args.debug):
@@ -338,7 +339,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from stac2cube.export import export_cube
 
     cube = _require_cube(args.path)
-    written = export_cube(cube, args.format, args.out, snapshot=args.snapshot)
+    written = export_cube(
+        cube, args.format, args.out, snapshot=args.snapshot, cloud_threshold=args.cloud_threshold
+    )
     print(f"wrote {len(written)} {'file' if len(written) == 1 else 'files'} to {args.out}")
     return 0
 

@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", required=True, choices=["zarr", "netcdf", "cog"], help="format")
     e.add_argument("--out", required=True, help="output path (must not exist)")
     e.add_argument("--snapshot", help="export this snapshot instead of the latest")
+    e.add_argument(
+        "--cloud-threshold",
+        type=float,
+        metavar="P",
+        help="export the bands with clouds (cloud_mask at P percent) and shadows of the "
+        "group clouds as NaN (see `stac2cube clouds`)",
+    )
 
     cl = sub.add_parser(
         "clouds",

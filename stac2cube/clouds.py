@@ -177,7 +177,7 @@ class CloudSettings:
     def kernel_px(self, metres: float, resolution: float | None = None) -> int:
         """A radius in metres as whole pixels of the processing grid."""
         res = resolution or self.processing_resolution(self.resolution or DEFAULT_RESOLUTION)
-        return int(round(metres / res))
+        return round(metres / res)
 
     def describe(self, cube_resolution: float) -> dict[str, Any]:
         """JSON-ready record: the settings, resolved for a cube, with the kernels in pixels."""
@@ -387,9 +387,7 @@ def cloud_masks(
 
     nodata = percent == NODATA
     values = np.where(nodata, 0, percent).astype("float32")[np.newaxis]
-    det = S2PixelCloudDetector(
-        average_over=average_px or None, dilation_size=dilation_px or None
-    )
+    det = S2PixelCloudDetector(average_over=average_px or None, dilation_size=dilation_px or None)
     out = np.empty((len(thresholds), *percent.shape), "uint8")
     for k, t in enumerate(thresholds):
         out[k] = det.get_mask_from_prob(values, threshold=float(t))[0]
@@ -416,10 +414,10 @@ def shadow_offsets(
     az = math.radians(azimuth)
     east, north = -math.sin(az), -math.cos(az)  # unit vector away from the sun
     out: list[tuple[int, int]] = []
-    n = max(1, int(math.ceil((far - near) / resolution)))
+    n = max(1, math.ceil((far - near) / resolution))
     for k in range(n + 1):
         d = near + (far - near) * k / n
-        step = (int(round(-north * d / resolution)), int(round(east * d / resolution)))
+        step = (round(-north * d / resolution), round(east * d / resolution))
         if step not in out:
             out.append(step)
     return out
@@ -567,9 +565,7 @@ def load_record(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(raw) if isinstance(raw, str) else dict(raw)
 
 
-def stale_times(
-    ledger: Sequence[Mapping[str, Any]], record: Mapping[str, Any]
-) -> list[str]:
+def stale_times(ledger: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) -> list[str]:
     """Times of ``ledger`` whose layers are missing or were made from other L2A scenes."""
     steps = record.get("steps", {})
     out = []
@@ -602,7 +598,6 @@ def l1c_unavailable(catalog: str, why: str) -> CloudLayerError:
     )
 
 
-
 def detector_version() -> str:
     """The installed s2cloudless version."""
     from importlib.metadata import version
@@ -621,5 +616,47 @@ def merged_settings(stored: CloudSettings | None, **given: Any) -> CloudSettings
         collection=None, catalog=None)
     """
     base = asdict(stored) if stored is not None else {}
+    if given.get("catalog") is not None and given.get("collection") is None:
+        base.pop("collection", None)  # another catalog: its own L1C collection
     base.update({k: v for k, v in given.items() if v is not None})
     return CloudSettings.make(**base)
+
+
+def masked_view(ds, layers, threshold: float, *, shadows: bool = True):
+    """``ds`` (a cube's main group) with clouds (and shadows) as NaN: every float variable
+    along ``(time, y, x)`` is NaN where ``cloud_mask`` at ``threshold`` percent is 1 (or,
+    with ``shadows`` and a stored ``shadow_mask``, where that is 1). Classification bands are
+    left as they are; the stored bands are never changed (a lazy view). ``cloud_fraction``
+    per step becomes the share of valid layer pixels masked as cloud at ``threshold``.
+
+    Raises:
+        CloudLayerError: the layers have no mask at ``threshold``.
+    """
+    have = [float(t) for t in layers.threshold.values]
+    if float(threshold) not in have:
+        raise CloudLayerError(
+            f"the cloud layers have no mask at threshold {threshold:g}; stored thresholds: "
+            f"{', '.join(f'{t:g}' for t in have)} (add one with stac2cube clouds --thresholds)"
+        )
+    cloud = layers.cloud_mask.sel(threshold=float(threshold), drop=True)
+    masked = cloud == 1
+    if shadows and "shadow_mask" in layers:
+        masked = masked | (layers.shadow_mask == 1)
+    masked = masked.drop_vars([c for c in masked.coords if c not in ("time", "y", "x")])
+    masked = masked.reindex(time=ds.time, fill_value=False)
+    masked = masked.assign_coords(y=ds.y, x=ds.x)
+    out = ds.copy()
+    for name, var in ds.data_vars.items():
+        if set(var.dims) == {"time", "y", "x"} and var.dtype.kind == "f":
+            out[name] = var.where(~masked)
+            out[name].attrs = dict(var.attrs)
+            out[name].encoding = dict(var.encoding)
+    valid = cloud.notnull().sum(("y", "x"))
+    fraction = ((cloud == 1).sum(("y", "x")) / valid.where(valid > 0)).astype("float32")
+    fraction = fraction.drop_vars([c for c in fraction.coords if c != "time"])
+    fraction = fraction.reindex(time=ds.time)
+    out = out.assign_coords(cloud_fraction=("time", fraction.data))
+    out.attrs["stac2cube:cloud_masked"] = f"NaN where cloud_mask at {threshold:g}% is 1" + (
+        " or shadow_mask is 1" if shadows and "shadow_mask" in layers else ""
+    )
+    return out

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,9 +129,11 @@ def search_l1c(
 
     client = open_client(url)
     try:
-        client.get_collection(collection)
+        found = client.get_collection(collection)
     except Exception as exc:
         raise l1c_unavailable(url, f"no collection {collection!r}: {_reason(exc)}") from exc
+    if found is None or getattr(found, "id", collection) != collection:
+        raise l1c_unavailable(url, f"no collection {collection!r}")
     start, end = l1c_search_window(entries)
     try:
         found = client.search(
@@ -411,7 +414,7 @@ def _grow(group, main_times: np.ndarray, start: int) -> None:
     import pandas as pd
 
     n = len(main_times)
-    for name, array in group.arrays():
+    for _name, array in group.arrays():
         dims = list(array.metadata.dimension_names or ())
         if "time" not in dims:
             continue
@@ -499,10 +502,10 @@ def block_window(plan: CloudPlan, box, sun) -> tuple[np.ndarray, np.ndarray, tup
     fy = (p.bounds[3] - yc) / p.resolution - 0.5
     top, bottom, left, right = halo(plan.settings, p.resolution, sun)
     ph, pw = p.shape
-    y0 = max(0, int(math.floor(fy.min())) - top)
-    y1 = min(ph, int(math.ceil(fy.max())) + 1 + bottom)
-    x0 = max(0, int(math.floor(fx.min())) - left)
-    x1 = min(pw, int(math.ceil(fx.max())) + 1 + right)
+    y0 = max(0, math.floor(fy.min()) - top)
+    y1 = min(ph, math.ceil(fy.max()) + 1 + bottom)
+    x0 = max(0, math.floor(fx.min()) - left)
+    x1 = min(pw, math.ceil(fx.max()) + 1 + right)
     return fy, fx, (y0, y1, x0, x1)
 
 
@@ -530,3 +533,59 @@ def to_cube(group, k: int, layers, fy, fx, box, plan: CloudPlan) -> None:
     group["cloud_mask"][:, k, r0:r1, c0:c1] = layers.masks[(slice(None), *sl)]
     if layers.shadow is not None:
         group["shadow_mask"][k, r0:r1, c0:c1] = layers.shadow[sl]
+
+
+# --- settings and credentials of a run ---------------------------------------------------
+
+
+def stored_settings(cube) -> CloudSettings | None:
+    """The settings of the cube's ``clouds`` group as committed (None: no group)."""
+    try:
+        session = cube.repository().readonly_session("main")
+    except Exception:
+        return None
+    return settings_of_group(session)
+
+
+@contextmanager
+def aws_credentials(block: str | None) -> Iterator[None]:
+    """AWS credentials from a Prefect Secret block, in the environment for the run."""
+    if not block:
+        yield
+        return
+    from prefect.blocks.system import Secret
+
+    value = Secret.load(block).get()
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, dict) or "aws_access_key_id" not in value:
+        raise CloudLayerError(
+            f"Secret block {block!r} must hold JSON with aws_access_key_id and "
+            "aws_secret_access_key"
+        )
+    keys = {
+        "AWS_ACCESS_KEY_ID": value["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": value.get("aws_secret_access_key", ""),
+    }
+    if value.get("aws_session_token"):
+        keys["AWS_SESSION_TOKEN"] = value["aws_session_token"]
+    before = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def parse_thresholds(values: Sequence[str] | None) -> list[float] | None:
+    """Command-line thresholds as numbers (the flow checks the range)."""
+    if values is None:
+        return None
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        raise CloudLayerError(f"thresholds must be numbers 0-100, got {list(values)}") from None

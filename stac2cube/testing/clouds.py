@@ -163,8 +163,8 @@ def write_cloud_catalog(
         make_collection("earth-search-c1", l2a_collection, l2a_items),
         make_mission_collection("earth-search", l1c_collection, "sentinel-2-l1c", l1c_items),
     ]
-    return CloudCatalog(root, cols, l2a_items + l1c_items, l2a, l1c, l2a_collection,
-                        l1c_collection)  # fmt: skip
+    items = l2a_items + l1c_items
+    return CloudCatalog(root, cols, items, l2a, l1c, l2a_collection, l1c_collection)
 
 
 def _at(day: str, hms: str = "10:30:21") -> dt.datetime:
@@ -204,8 +204,13 @@ def standard_cloud_scenes(size: int = 60) -> tuple[list[SceneSpec], list[L1CScen
         l1c_for(day1c),
         l1c_for(day2),
         l1c_for(replace(day1a, datetime=_at("2024-01-04"))),
-        l1c_for(day4, flat=True, cloud_box=(size - 24, size - 12, c, c + 12),
-                dark_box=(0, size - 24, 0, size), sun=(160.0, 60.0)),  # fmt: skip
+        l1c_for(
+            day4,
+            flat=True,
+            cloud_box=(size - 24, size - 12, c, c + 12),
+            dark_box=(0, size - 24, 0, size),
+            sun=(160.0, 60.0),
+        ),
     ]
     return l2a, l1c
 
@@ -262,8 +267,9 @@ def serve_requester_pays(
 ) -> list[dict[str, Any]]:
     """Upload the files of ``items`` to the requester-pays bucket of ``s3``; return copies of
     the items in ``collection`` with ``s3://`` hrefs (``storage:requester_pays`` true)."""
-    import boto3
     from urllib.parse import urlparse
+
+    import boto3
 
     client = boto3.client(
         "s3",
@@ -284,7 +290,7 @@ def serve_requester_pays(
         new = copy.deepcopy(item)
         new["collection"] = collection
         new["id"] = item["id"] + "_RP"
-        for key, asset in new["assets"].items():
+        for _key, asset in new["assets"].items():
             path = Path(urlparse(asset["href"]).path)
             s3_key = f"tiles/{item['id']}/{path.name}"
             client.upload_file(str(path), REQUESTER_PAYS_BUCKET, s3_key)
