@@ -242,6 +242,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             end=args.end,
             lookback_days=args.lookback_days,
             batch_size=args.batch_size,
+            cloud_layers=bool(args.cloud_layers),
         )
     _print_summary(args.store, summary)
     return 0

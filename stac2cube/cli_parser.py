@@ -51,6 +51,7 @@ BUILD_OPTIONS = (
     "collection", "bands", "resolution", "crs", "anchor", "max_cloud", "min_coverage",
     "max_scene_cloud", "tile_mode", "indices", "composites", "statistics", "quicklook",
     "resampling", "batch_size", "mask_clouds", "scl_classes", "qa_flags", "sar_scale",
+    "cloud_layers",
 )  # fmt: skip
 #: the build's options that are also ``stac2cube availability``'s
 AVAILABILITY_OPTIONS = ("start", "end", "max_cloud", "season", "dates")
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument(
         "--batch-size", type=int, default=8, help="time steps read and written at a time"
     )
+    add_cli_options(u, ["cloud_layers"])
     _add_runner_arguments(u)
 
     h = sub.add_parser("history", help="list a cube's commits (snapshots), newest first")

@@ -589,3 +589,25 @@ def parse_thresholds(values: Sequence[str] | None) -> list[float] | None:
         return [float(v) for v in values]
     except ValueError:
         raise CloudLayerError(f"thresholds must be numbers 0-100, got {list(values)}") from None
+
+
+def keep_cloud_layers(
+    session, cube, record: Mapping[str, Any], ledger, times: Sequence[str], *, on: bool = False
+) -> dict[str, Any] | None:
+    """The build/update hook: cloud layers of the steps ``times`` a run wrote, in its session.
+
+    A cube whose store has the group ``clouds`` keeps it current with the settings stored
+    there; ``on`` (``--cloud-layers``) starts it with the default settings. Otherwise nothing.
+    """
+    settings = settings_of_group(session)
+    if settings is None and not on:
+        return None
+    return write_cloud_layers(
+        session,
+        record,
+        ledger,
+        list(times),
+        settings or CloudSettings.make(),
+        cube=cube,
+        name=cube.name,
+    )

@@ -36,10 +36,10 @@ def cloud_catalog(stac_api, tmp_path_factory):
     return cat
 
 
-def build(url, cat, store, start="2024-01-01", end="2024-01-31"):
+def build(url, cat, store, start="2024-01-01", end="2024-01-31", **kw):
     return get_stac_layers(
         mission="sentinel-2-l2a", bbox=small_bbox(), start=start, end=end, catalog=url,
-        collection=cat.l2a_collection, bands=["B04", "B08"], store=str(store),
+        collection=cat.l2a_collection, bands=["B04", "B08"], store=str(store), **kw,
     )  # fmt: skip
 
 
@@ -255,26 +255,29 @@ def test_second_run_is_a_no_op(cube, cloud_catalog):
 
 def same_layers(a, b):
     assert list(a.time.values) == list(b.time.values)
-    for name in ("cloud_prob", "cloud_mask", "shadow_mask"):
+    assert set(a.data_vars) == set(b.data_vars)
+    for name in a.data_vars:
         np.testing.assert_array_equal(a[name].values, b[name].values)
     assert list(a.l1c_item_ids.values) == list(b.l1c_item_ids.values)
 
 
 def test_incremental_runs_equal_one_run(stac_api, cloud_catalog, cube, tmp_path):
     """Appended steps (cube extended after its end) and inserted steps (before it) get layers
-    equal to those of one run over the whole cube."""
+    equal to those of one run over the whole cube: the extending build itself keeps the
+    layers current (the stage's flow then has nothing left to do)."""
     one = layers(cube[0])
     appended = tmp_path / "appended.icechunk"
     build(stac_api.url, cloud_catalog, appended, end="2024-01-12")
     assert clouds(appended, cloud_catalog)["computed_time_steps"] == 2
     build(stac_api.url, cloud_catalog, appended)
-    assert clouds(appended, cloud_catalog)["computed_time_steps"] == 2
+    assert len(Cube(appended).history()) == 4  # init, build, clouds, build + its layers
+    assert clouds(appended, cloud_catalog)["computed_time_steps"] == 0
     same_layers(layers(appended), one)
     inserted = tmp_path / "inserted.icechunk"
     build(stac_api.url, cloud_catalog, inserted, start="2024-01-08")
     clouds(inserted, cloud_catalog)
-    build(stac_api.url, cloud_catalog, inserted)
-    assert clouds(inserted, cloud_catalog)["computed_time_steps"] == 1
+    build(stac_api.url, cloud_catalog, inserted)  # 2024-01-05 goes before the others
+    assert clouds(inserted, cloud_catalog)["computed_time_steps"] == 0
     same_layers(layers(inserted), one)
 
 
@@ -321,3 +324,30 @@ def test_masked_view_nans_exactly_the_masked_pixels(cube, tmp_path):
 
     with xr.open_dataset(out) as exported:
         np.testing.assert_array_equal(exported.B04.values, view.B04.values)
+
+
+def test_build_switch_and_updates_keep_the_layers(stac_api, tmp_path):
+    """``cloud_layers`` on a build writes the layers of its steps in its one commit; a later
+    build or update of that cube (no switch) keeps them current with the stored settings;
+    the result equals one build, and the stage's own flow on the same cube."""
+    from stac2cube.flows.update import update_cube
+    from stac2cube.testing.pgstac import start_local_stac_api
+
+    l2a, l1c = standard_cloud_scenes()
+    cat = write_cloud_catalog(tmp_path / "cat", l2a, l1c, l1c_collection="sentinel-2-l1c",
+                              l2a_collection="sentinel-2-c1-l2a")  # fmt: skip
+    with start_local_stac_api(collections=cat.collections, items=cat.items) as api:
+        two = tmp_path / "two.icechunk"
+        build(api.url, cat, two, end="2024-01-12", cloud_layers=True)
+        assert len(Cube(two).history()) == 2  # init + one commit with bands and layers
+        assert layers(two).sizes["time"] == 2
+        update_cube(store=str(two), end="2024-01-31")  # no switch: kept current
+        assert len(Cube(two).history()) == 3
+        one = tmp_path / "one.icechunk"
+        build(api.url, cat, one, cloud_layers=True)
+        same_layers(layers(two), layers(one))
+        assert layers(one).attrs["processing_resolution"] == 60.0
+        flow = tmp_path / "flow.icechunk"
+        build(api.url, cat, flow)
+        assert get_cloud_layers(str(flow))["computed_time_steps"] == 4
+        same_layers(layers(flow), layers(one))
