@@ -70,6 +70,8 @@ RECORD_ATTR = "stac2cube:clouds"
 NODATA = 255
 #: default processing resolution (metres); chosen by measurement (README "Cloud layers")
 DEFAULT_RESOLUTION = 60.0
+#: default processing resolution of the csmask method (its models work best near 30 m)
+CSMASK_RESOLUTION = 30.0
 DEFAULT_THRESHOLDS = (40.0,)
 #: s2cloudless's classic post-processing (average_over 4 px, dilation 2 px) at 10 m
 DEFAULT_AVERAGE_OVER = 40.0
@@ -171,7 +173,8 @@ class CloudSettings:
 
     def processing_resolution(self, cube_resolution: float) -> float:
         """The processing resolution on a cube of ``cube_resolution`` (never finer than it)."""
-        res = self.resolution if self.resolution is not None else DEFAULT_RESOLUTION
+        default = CSMASK_RESOLUTION if self.method == "csmask" else DEFAULT_RESOLUTION
+        res = self.resolution if self.resolution is not None else default
         return max(float(res), float(cube_resolution))
 
     def kernel_px(self, metres: float, resolution: float | None = None) -> int:
@@ -486,7 +489,16 @@ def window_layers(
 
     ``probability`` replaces s2cloudless (``toa -> float prob``; the csmask method).
     """
-    prob = (probability or cloud_probability)(toa)
+    shadow_class = None
+    if settings.method == "csmask" and probability is None:
+        from stac2cube.clouds_csmask import csmask_probabilities
+
+        classes = csmask_probabilities(toa)
+        prob = classes[..., 1]
+        with np.errstate(invalid="ignore"):
+            shadow_class = np.nanargmax(np.nan_to_num(classes, nan=-1.0), axis=-1) == 2
+    else:
+        prob = (probability or cloud_probability)(toa)
     percent = quantise(prob)
     masks = cloud_masks(
         percent,
@@ -497,7 +509,10 @@ def window_layers(
     shadow = None
     if settings.shadows:
         valid = percent != NODATA
-        if sun is None:
+        if shadow_class is not None:  # csmask's own shadow class
+            shadow = np.where(valid, shadow_class & (masks[0] != 1), False).astype("uint8")
+            shadow[~valid] = NODATA
+        elif sun is None:
             shadow = np.where(valid, 0, NODATA).astype("uint8")
         else:
             nir = toa[..., S2CLOUDLESS_BANDS.index("B08")]

@@ -146,6 +146,24 @@ def search_l1c(
         ) from exc
 
 
+def search_l2a(url: str, collection: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The cube's own L2A items by id (the csmask method reads their bands again)."""
+    from stac2cube.errors import CatalogError
+    from stac2cube.search import _reason, normalise_item, open_client
+
+    client = open_client(url)
+    out: list[dict[str, Any]] = []
+    try:
+        for k in range(0, len(ids), 100):
+            found = client.search(
+                collections=collection.split(","), ids=list(ids[k : k + 100]), limit=100
+            ).items_as_dicts()
+            out += [normalise_item(i) for i in found]
+    except Exception as exc:
+        raise CatalogError(f"search on catalog {url} failed: {_reason(exc)}") from exc
+    return out
+
+
 def requester_pays_buckets(items: Sequence[dict[str, Any]]) -> list[str]:
     """The requester-pays S3 buckets the assets of ``items`` lie in."""
     from stac2cube.load import REQUESTER_PAYS_BUCKETS
@@ -197,11 +215,22 @@ def plan_cloud_layers(
     res = settings.processing_resolution(grid.resolution)
     pgrid = processing_grid(grid, res)
     resampling = (request.get("resampling") or "nearest") if pgrid == grid else "average"
-    if settings.method == "csmask":
-        return CloudPlan(settings, grid, pgrid, resampling, "", None)
+    entries = [e for e in ledger if e["time"] in set(times)]
+    if settings.method == "csmask":  # the cube's own L2A scenes
+        url, collection = request["catalog_url"], request["collection"]
+        plan = CloudPlan(settings, grid, pgrid, resampling, url, collection)
+        if entries:
+            items = search_l2a(url, collection, [r["id"] for e in entries for r in e["items"]])
+            by_id = {i["id"]: i for i in items}
+            for e in entries:
+                found = tuple(by_id[r["id"]] for r in e["items"] if r["id"] in by_id)
+                missing = tuple(r["id"] for r in e["items"] if r["id"] not in by_id)
+                plan.pairings[e["time"]] = StepPairing(
+                    e["time"], tuple(r["id"] for r in e["items"]), found, missing
+                )
+        return plan
     url, collection = resolve_l1c_catalog(settings, request)
     plan = CloudPlan(settings, grid, pgrid, resampling, url, collection)
-    entries = [e for e in ledger if e["time"] in set(times)]
     if not entries:
         return plan
     items = search_l1c(url, collection, request["bbox"], entries)
@@ -363,15 +392,8 @@ def write_cloud_layers(
     group = zarr.open_group(session.store, path=GROUP, mode="r+")
     unmatched: dict[str, list[str]] = {}
     for t in todo:
-        pairing = plan.pairings.get(t) if plan.settings.method == "s2cloudless" else None
+        pairing = plan.pairings[t]
         k = axis.index(t)
-        if settings.method == "csmask":
-            from stac2cube.clouds_csmask import write_step_csmask
-
-            entry = ledger[k]
-            steps_done[t] = write_step_csmask(group, k, entry, request, plan, block=block)
-            continue
-        assert pairing is not None
         offsets = l1c_offsets(pairing.l1c)
         sun = sun_angles(pairing.l1c)
         _clear_step(group, k, settings)
@@ -379,7 +401,7 @@ def write_cloud_layers(
             write_step(group, k, pairing, offsets, sun, plan, block=block)
         if pairing.unmatched:
             unmatched[t] = list(pairing.unmatched)
-            log.warning("step %s: no L1C scene for %s", t, ", ".join(pairing.unmatched))
+            log.warning("step %s: no scene for %s", t, ", ".join(pairing.unmatched))
         steps_done[t] = step_record(pairing, offsets, sun)
     ids = [",".join(steps_done.get(t, {}).get("l1c", [])) for t in axis]
     group["l1c_item_ids"][:] = np.asarray(ids, dtype=object)
@@ -406,6 +428,10 @@ def write_cloud_layers(
             "method": settings.method,
         }
     )
+    if settings.method == "csmask":
+        from stac2cube.clouds_csmask import csmask_version
+
+        group.attrs["csmask_model_version"] = csmask_version()
     return {"computed": todo, "unmatched": unmatched, "skipped": len(wanted) - len(todo)}
 
 
@@ -452,8 +478,14 @@ def _stack(pairing: StepPairing, plan: CloudPlan):
     from stac2cube.load import stack_items
     from stac2cube.missions import get_mission
 
-    mission = get_mission("sentinel-2-l1c")
-    bands = [mission.band(b) for b in S2CLOUDLESS_BANDS]
+    if plan.settings.method == "csmask":
+        from stac2cube.clouds_csmask import CSMASK_BANDS
+
+        mission = get_mission("sentinel-2-l2a")
+        bands = [mission.band(b) for b in CSMASK_BANDS]
+    else:
+        mission = get_mission("sentinel-2-l1c")
+        bands = [mission.band(b) for b in S2CLOUDLESS_BANDS]
     return stack_items(
         list(pairing.l1c),
         bands,
