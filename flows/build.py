@@ -339,6 +339,10 @@ def write_plan(
             from stac2cube.composites import write_composites
 
             write_composites(session, record["composites"], [*written, *replaced.values()])
+        if written:  # cloud layers of the steps this run wrote (on, or kept current)
+            from stac2cube.clouds_store import keep_cloud_layers
+
+            keep_cloud_layers(session, cube, record, ledger, written, on=request.cloud_layers)
         n_scenes = sum(len(e["items"]) for e in staged.entries)
         counts = {
             "added_time_steps": len(written) - len(replaced),

@@ -20,6 +20,7 @@ def update_cube(
     end: dt.date | None = None,
     lookback_days: int = 30,
     batch_size: int = 8,
+    cloud_layers: bool = False,
 ) -> dict[str, Any]:
     """Extend the cube at ``store`` up to ``end`` with what its catalog has gained.
 
@@ -34,6 +35,8 @@ def update_cube(
         lookback_days: Search this many days before the cube's last time step, to catch late
             and reprocessed scenes.
         batch_size: Time steps read and written at a time.
+        cloud_layers: Start cloud layers (group ``clouds``) with the new steps; a cube that
+            has them keeps them current anyway.
 
     Returns:
         The summary of :func:`~stac2cube.flows.build.get_stac_layers`.
@@ -53,6 +56,8 @@ def update_cube(
             "time_steps": steps,
             "scenes": 0,
         }
+    if cloud_layers:
+        params["cloud_layers"] = True
     get_logger().info(
         "updating %s: searching %s..%s on %s",
         store,

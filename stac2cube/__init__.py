@@ -41,6 +41,7 @@ __all__ = [
     "__version__",
     "cube_info",
     "export_cube",
+    "get_cloud_layers",
     "get_stac_layers",
     "open_cube",
     "update_cube",
@@ -50,6 +51,7 @@ _LAZY = {
     "Cube": "stac2cube.cube",
     "CubeSpec": "stac2cube.spec",
     "get_stac_layers": "stac2cube.flows.build",
+    "get_cloud_layers": "stac2cube.flows.clouds",
     "open_cube": "stac2cube.store",
     "cube_info": "stac2cube.store",
     "update_cube": "stac2cube.flows.update",
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
     from stac2cube.cube import Cube
     from stac2cube.export import export_cube
     from stac2cube.flows.build import get_stac_layers
+    from stac2cube.flows.clouds import get_cloud_layers
     from stac2cube.flows.update import update_cube
     from stac2cube.radiometry import ProcessingOptions
     from stac2cube.spec import CubeSpec

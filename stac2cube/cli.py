@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             "rollback": cmd_rollback,
             "export": cmd_export,
             "availability": cmd_availability,
+            "clouds": cmd_clouds,
         }
         return commands[args.command](args)
     except Stac2CubeError as exc:
@@ -250,6 +251,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             end=args.end,
             lookback_days=args.lookback_days,
             batch_size=args.batch_size,
+            cloud_layers=bool(args.cloud_layers),
         )
     _print_summary(args.store, summary)
     return 0
@@ -290,11 +292,66 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clouds(args: argparse.Namespace) -> int:
+    from stac2cube.clouds import CloudSettings, check_sentinel2, merged_settings, stale_times
+    from stac2cube.clouds_store import (
+        aws_credentials,
+        parse_thresholds,
+        plan_cloud_layers,
+        read_group_record,
+        stored_settings,
+    )
+
+    cube = _require_cube(args.store)
+    state = cube.state
+    check_sentinel2(state.request, cube.name)
+    thresholds = parse_thresholds(args.thresholds)
+    CloudSettings.make(thresholds=thresholds, resolution=args.cloud_resolution)  # checked first
+    settings = merged_settings(
+        stored_settings(cube),
+        thresholds=thresholds,
+        resolution=args.cloud_resolution,
+        shadows=args.shadows,
+        method=args.cloud_method,
+        catalog=args.catalog,
+        collection=args.collection,
+    )
+    with aws_credentials(args.aws_credentials_block):  # catalog, pairing, credentials
+        stale = stale_times(state.ledger, read_group_record(cube._readonly()))
+        plan_cloud_layers(state.request, state.ledger, stale, settings, name=cube.name)
+    from stac2cube.flows.clouds import get_cloud_layers
+    from stac2cube.flows.runner import shared_prefect_api
+
+    with shared_prefect_api(), _console(args.debug):
+        summary = get_cloud_layers(
+            store=args.store,
+            catalog=args.catalog,
+            collection=args.collection,
+            thresholds=thresholds,
+            cloud_resolution=args.cloud_resolution,
+            shadows=args.shadows,
+            cloud_method=args.cloud_method,
+            aws_credentials_block=args.aws_credentials_block,
+        )
+    if summary["snapshot"] is None:
+        print(f"{args.store}: cloud layers up to date, nothing to do")
+    else:
+        print(
+            f"{args.store}: cloud layers of {summary['computed_time_steps']} time steps, "
+            f"snapshot {summary['snapshot']}"
+        )
+    for t, ids in summary["unmatched"].items():
+        print(f"  {t}: no L1C scene for {', '.join(ids)} (layers NaN)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from stac2cube.export import export_cube
 
     cube = _require_cube(args.path)
-    written = export_cube(cube, args.format, args.out, snapshot=args.snapshot)
+    written = export_cube(
+        cube, args.format, args.out, snapshot=args.snapshot, cloud_threshold=args.cloud_threshold
+    )
     print(f"wrote {len(written)} {'file' if len(written) == 1 else 'files'} to {args.out}")
     return 0
 

@@ -51,6 +51,7 @@ BUILD_OPTIONS = (
     "collection", "bands", "resolution", "crs", "anchor", "max_cloud", "min_coverage",
     "max_scene_cloud", "tile_mode", "indices", "composites", "statistics", "quicklook",
     "resampling", "batch_size", "mask_clouds", "scl_classes", "qa_flags", "sar_scale",
+    "cloud_layers",
 )  # fmt: skip
 #: the build's options that are also ``stac2cube availability``'s
 AVAILABILITY_OPTIONS = ("start", "end", "max_cloud", "season", "dates")
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument(
         "--batch-size", type=int, default=8, help="time steps read and written at a time"
     )
+    add_cli_options(u, ["cloud_layers"])
     _add_runner_arguments(u)
 
     h = sub.add_parser("history", help="list a cube's commits (snapshots), newest first")
@@ -148,6 +150,50 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", required=True, choices=["zarr", "netcdf", "cog"], help="format")
     e.add_argument("--out", required=True, help="output path (must not exist)")
     e.add_argument("--snapshot", help="export this snapshot instead of the latest")
+    e.add_argument(
+        "--cloud-threshold",
+        type=float,
+        metavar="P",
+        help="export the bands with clouds (cloud_mask at P percent) and shadows of the "
+        "group clouds as NaN (see `stac2cube clouds`)",
+    )
+
+    cl = sub.add_parser(
+        "clouds",
+        help="cloud probability, masks and shadows of a Sentinel-2 cube (s2cloudless on the "
+        "matching L1C scenes), in the cube's group clouds",
+    )
+    cl.add_argument("--store", required=True, help="existing Sentinel-2 L2A cube store path")
+    cl.add_argument("--catalog", help="catalog of the L1C scenes (default: the cube's)")
+    cl.add_argument(
+        "--collection", metavar="L1C_ID", help="L1C collection id (default: the catalog's)"
+    )
+    cl.add_argument(
+        "--thresholds",
+        nargs="+",
+        metavar="P",
+        help="cloud-probability thresholds in percent 0-100, one mask each (default 40)",
+    )
+    cl.add_argument(
+        "--cloud-resolution",
+        type=float,
+        metavar="M",
+        help="processing resolution in metres (default 60; the cube's resolution runs "
+        "s2cloudless on exactly its pixels)",
+    )
+    cl.add_argument(
+        "--shadows", action="store_true", default=None, help="also write shadow_mask"
+    )
+    cl.add_argument(
+        "--cloud-method",
+        choices=["s2cloudless", "csmask"],
+        help="s2cloudless (default, needs L1C) or csmask (on the L2A bands, ukis-csmask)",
+    )
+    cl.add_argument(
+        "--aws-credentials-block",
+        metavar="BLOCK",
+        help="Prefect Secret block with AWS keys for requester-pays L1C (default: environment)",
+    )
 
     d = sub.add_parser(
         "demo",

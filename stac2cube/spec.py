@@ -248,6 +248,18 @@ class ProductSpec(_Section):
     )
 
 
+class CloudSpec(_Section):
+    """Cloud layers (:mod:`stac2cube.clouds`): s2cloudless on the matching L1C scenes."""
+
+    cloud_layers: bool = Field(
+        False,
+        description="Also write the cloud layers (s2cloudless on the matching Sentinel-2 L1C "
+        "scenes: cloud_prob, cloud_mask, group clouds) of the time steps this run writes, in "
+        "the same commit; a cube that has them keeps them current in every update, with the "
+        "settings of `stac2cube clouds` (default: 60 m, threshold 40).",
+    )
+
+
 class CubeSpec(_Section):
     """Everything a cube is made of; see the module docs."""
 
@@ -264,6 +276,7 @@ class CubeSpec(_Section):
     layers: LayerSpec = LayerSpec()
     filters: FilterSpec = FilterSpec()
     products: ProductSpec = ProductSpec()
+    clouds: CloudSpec = CloudSpec()
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> CubeSpec:
@@ -433,7 +446,7 @@ _FLOW_ORDER = (
     "crs", "anchor", "max_cloud", "aoi", "resampling", "batch_size", "mask_clouds", "scl_classes",
     "qa_flags", "sar_scale", "pc_key_block", "season", "dates", "clip", "tile_mode",
     "min_coverage", "max_scene_cloud", "indices", "composites", "statistics", "quicklook",
-    "per_feature", "name_field",
+    "per_feature", "name_field", "cloud_layers",
 )  # fmt: skip
 
 
@@ -530,6 +543,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "clip": _switch("clip"),
     "mask_clouds": _switch("mask_clouds"),
     "statistics": _switch("statistics"),
+    "cloud_layers": _switch("cloud_layers"),
     "resampling": _choice("resampling", ResamplingName),
     "tile_mode": _choice("tile_mode", TileMode),
     "sar_scale": _choice("sar_scale", SarScale),

@@ -587,19 +587,37 @@ def write_metadata(session, *, request: dict[str, Any], ledger: list[dict[str, A
     )
 
 
-def open_cube(path: str | Path, *, snapshot: str | None = None, decode: bool = True) -> xr.Dataset:
+def open_cube(
+    path: str | Path,
+    *,
+    snapshot: str | None = None,
+    decode: bool = True,
+    group: str | None = None,
+    cloud_threshold: float | None = None,
+) -> xr.Dataset:
     """Open the cube at ``path`` as a lazy, decoded ``xarray.Dataset``.
 
     Args:
         path: the cube store (an icechunk repository).
         snapshot: an icechunk snapshot id to read instead of the latest commit.
         decode: apply CF decoding (scale/offset, NaN for nodata); False gives stored integers.
+        group: a side group (``clouds``, ``composites/month``) instead of the bands.
+        cloud_threshold: a masked view: bands and indices NaN where the ``clouds`` group's
+            ``cloud_mask`` at this threshold (percent) or its ``shadow_mask`` is 1, and
+            ``cloud_fraction`` per step from those layers (:func:`stac2cube.clouds.masked_view`);
+            the stored bands are not changed.
 
     Example:
         >>> ds = open_cube("demo.icechunk")  # doctest: +SKIP
         >>> ds.B04.sel(time="2024-01").mean("time")  # doctest: +SKIP
     """
-    return _cube(path).open_dataset(snapshot=snapshot, decode=decode)
+    cube = _cube(path)
+    ds = cube.open_dataset(group, snapshot=snapshot, decode=decode)
+    if cloud_threshold is not None:
+        from stac2cube.clouds import masked_view
+
+        ds = masked_view(ds, cube.open_dataset("clouds", snapshot=snapshot), cloud_threshold)
+    return ds
 
 
 def cube_info(path: str | Path) -> dict[str, Any]:
