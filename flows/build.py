@@ -13,6 +13,7 @@ from prefect.utilities.annotations import quote
 from stac2cube import __version__
 from stac2cube._log import get_logger
 from stac2cube._progress import plan_steps, skip_steps
+from stac2cube.coregistration import coregister_build_steps, with_cube_placeholders
 from stac2cube.cube import Cube, as_cube
 from stac2cube.dataset import static_steps
 from stac2cube.errors import (
@@ -335,14 +336,19 @@ def write_plan(
         record["rejected"] = merge_rejected(
             record.get("rejected", []), staged.rejected, staged.entries
         )
-        if record.get("composites") and written:  # the periods of the steps this run changed
-            from stac2cube.composites import write_composites
-
-            write_composites(session, record["composites"], [*written, *replaced.values()])
         if written:  # cloud layers of the steps this run wrote (on, or kept current)
             from stac2cube.clouds_store import keep_cloud_layers
 
             keep_cloud_layers(session, cube, record, ledger, written, on=request.cloud_layers)
+        # co-registration after the cloud layers (they are shifted with the bands) and before
+        # the composites (they describe aligned pixels)
+        ledger = coregister_build_steps(
+            session, cube, record, ledger, written, enable=request.coregister, log=get_logger().info
+        )
+        if record.get("composites") and written:  # the periods of the steps this run changed
+            from stac2cube.composites import write_composites
+
+            write_composites(session, record["composites"], [*written, *replaced.values()])
         n_scenes = sum(len(e["items"]) for e in staged.entries)
         counts = {
             "added_time_steps": len(written) - len(replaced),
@@ -402,6 +408,7 @@ def stage_batches(
         signer = make_signer(request.catalog, items_b, key=pc_key)
         raw = load_task(request, quote(items_b), signer=signer)
         ds, batch_entries = preprocess_task(request, quote(batch), quote(raw), integers=True)
+        ds = with_cube_placeholders(cube, ds)  # coreg_* coordinates of a co-registered cube
         stamp_ledger(batch_entries, batch)
         for entry in batch_entries:
             entry["processing"] = dict(processing)

@@ -21,6 +21,7 @@ def update_cube(
     lookback_days: int = 30,
     batch_size: int = 8,
     cloud_layers: bool = False,
+    coregister: bool = False,
 ) -> dict[str, Any]:
     """Extend the cube at ``store`` up to ``end`` with what its catalog has gained.
 
@@ -37,6 +38,7 @@ def update_cube(
         batch_size: Time steps read and written at a time.
         cloud_layers: Start cloud layers (group ``clouds``) with the new steps; a cube that
             has them keeps them current anyway.
+        coregister: Turn co-registration on (a cube that has it stays co-registered anyway).
 
     Returns:
         The summary of :func:`~stac2cube.flows.build.get_stac_layers`.
@@ -65,6 +67,8 @@ def update_cube(
         params["end"],
         params["catalog"],
     )
+    if coregister:
+        params["coregister"] = True
     return get_stac_layers(**params)
 
 

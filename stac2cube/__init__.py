@@ -39,6 +39,7 @@ __all__ = [
     "Stac2CubeError",
     "StoreError",
     "__version__",
+    "coregister_scenes",
     "cube_info",
     "export_cube",
     "get_cloud_layers",
@@ -57,6 +58,7 @@ _LAZY = {
     "update_cube": "stac2cube.flows.update",
     "export_cube": "stac2cube.export",
     "ProcessingOptions": "stac2cube.radiometry",
+    "coregister_scenes": "stac2cube.flows.coregister",
 }
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     from stac2cube.export import export_cube
     from stac2cube.flows.build import get_stac_layers
     from stac2cube.flows.clouds import get_cloud_layers
+    from stac2cube.flows.coregister import coregister_scenes
     from stac2cube.flows.update import update_cube
     from stac2cube.radiometry import ProcessingOptions
     from stac2cube.spec import CubeSpec

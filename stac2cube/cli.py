@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             "history": cmd_history,
             "rollback": cmd_rollback,
             "export": cmd_export,
+            "coregister": cmd_coregister,
             "availability": cmd_availability,
             "clouds": cmd_clouds,
         }
@@ -252,6 +253,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             lookback_days=args.lookback_days,
             batch_size=args.batch_size,
             cloud_layers=bool(args.cloud_layers),
+            coregister=bool(args.coregister),
         )
     _print_summary(args.store, summary)
     return 0
@@ -342,6 +344,41 @@ def cmd_clouds(args: argparse.Namespace) -> int:
         )
     for t, ids in summary["unmatched"].items():
         print(f"  {t}: no L1C scene for {', '.join(ids)} (layers NaN)")
+    return 0
+
+
+def cmd_coregister(args: argparse.Namespace) -> int:
+    from stac2cube.coregistration import make_settings
+
+    settings = make_settings(
+        band=args.band, reference=args.reference, max_shift=args.max_shift, window=args.window
+    )
+    from stac2cube.flows.coregister import check, coregister_scenes
+
+    check(_require_cube(args.store), settings)  # every problem before Prefect starts
+    from stac2cube.flows.runner import shared_prefect_api
+
+    with shared_prefect_api(), _console(args.debug):
+        summary = coregister_scenes(
+            store=args.store,
+            band=args.band,
+            reference=args.reference or "median",
+            max_shift=settings.max_shift,
+            window=settings.window,
+        )
+    if summary["snapshot"] is None:
+        print(f"{args.store}: nothing to co-register (every step is done)")
+        return 0
+    ref = summary["reference"]
+    print(
+        f"{args.store}: {summary['coregistered_steps']} steps aligned to the reference "
+        f"({ref.get('method')} {str(ref.get('anchor', ''))[:10]}, {ref.get('band')}); "
+        f"snapshot {summary['snapshot']}"
+    )
+    for time, reason in summary["failed_steps"].items():
+        print(f"  failed {time}: {reason} (pixels unchanged)")
+    if summary.get("raw_snapshot_tag"):
+        print(f"  the pixels before are kept as tag {summary['raw_snapshot_tag']}")
     return 0
 
 

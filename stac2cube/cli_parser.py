@@ -52,6 +52,7 @@ BUILD_OPTIONS = (
     "max_scene_cloud", "tile_mode", "indices", "composites", "statistics", "quicklook",
     "resampling", "batch_size", "mask_clouds", "scl_classes", "qa_flags", "sar_scale",
     "cloud_layers",
+    "coregister",
 )  # fmt: skip
 #: the build's options that are also ``stac2cube availability``'s
 AVAILABILITY_OPTIONS = ("start", "end", "max_cloud", "season", "dates")
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument(
         "--batch-size", type=int, default=8, help="time steps read and written at a time"
     )
-    add_cli_options(u, ["cloud_layers"])
+    add_cli_options(u, ["cloud_layers", "coregister"])
     _add_runner_arguments(u)
 
     h = sub.add_parser("history", help="list a cube's commits (snapshots), newest first")
@@ -144,6 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("path", help="cube store path")
     r.add_argument("--to", required=True, metavar="SNAPSHOT", help="snapshot id from `history`")
+
+    c = sub.add_parser(
+        "coregister",
+        help="align every time step of a Sentinel-2 cube to one stored reference (AROSICS)",
+    )
+    c.add_argument("--store", required=True, help="existing cube store path")
+    c.add_argument("--band", help="matching band, native 10 m: B08 (default), B04, B03 or B02")
+    c.add_argument(
+        "--reference",
+        metavar="DATE|median",
+        help="median (default: clear-sky median of the clearest steps) or the date of a step; "
+        "fixed by the first run",
+    )
+    c.add_argument(
+        "--max-shift", type=float, metavar="PX", help="largest shift accepted (default 5 px)"
+    )
+    c.add_argument(
+        "--window", type=int, metavar="PX", help="matching window edge, a power of two (128)"
+    )
 
     e = sub.add_parser("export", help="write a cube as plain Zarr v3, NetCDF, or COGs + VRT")
     e.add_argument("path", help="cube store path")

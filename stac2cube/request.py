@@ -97,6 +97,7 @@ class CubeRequest(SearchRequest):
     quicklook: str | None = None
     #: write cloud layers for the steps of the run (stac2cube.clouds); not part of the record
     cloud_layers: bool = False
+    coregister: bool = False
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready record of the request, stored in the cube so ``update`` needs only a path."""
@@ -401,6 +402,7 @@ def make_request(
     statistics: bool = False,
     quicklook: str | None = None,
     cloud_layers: bool = False,
+    coregister: bool = False,
 ) -> CubeRequest:
     """Validate user input into a :class:`CubeRequest`.
 
@@ -456,6 +458,10 @@ def make_request(
             f"cloud_layers needs a Sentinel-2 L2A cube (s2cloudless on the matching L1C "
             f"scenes); this is a {spec.id} cube"
         )
+    if coregister:
+        from stac2cube.coregistration import check_request
+
+        check_request(spec.id, [b.name for b in band_specs])
     if quicklook in ("", "none"):
         quicklook = None
     if quicklook not in QUICKLOOK_FORMATS:
@@ -495,4 +501,5 @@ def make_request(
         statistics=bool(statistics),
         quicklook=quicklook,
         cloud_layers=bool(cloud_layers),
+        coregister=bool(coregister),
     )

@@ -260,6 +260,17 @@ class CloudSpec(_Section):
     )
 
 
+class CoregSpec(_Section):
+    """Co-registration of the time steps (:mod:`stac2cube.coregistration`)."""
+
+    coregister: bool = Field(
+        False,
+        description="Co-register every time step to the cube's stored reference with AROSICS "
+        "(group coregistration; shifts in the coreg_* coordinates). A cube that has a "
+        "reference stays co-registered on every build and update without this switch.",
+    )
+
+
 class CubeSpec(_Section):
     """Everything a cube is made of; see the module docs."""
 
@@ -277,6 +288,7 @@ class CubeSpec(_Section):
     filters: FilterSpec = FilterSpec()
     products: ProductSpec = ProductSpec()
     clouds: CloudSpec = CloudSpec()
+    coregistration: CoregSpec = CoregSpec()
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> CubeSpec:
@@ -446,7 +458,7 @@ _FLOW_ORDER = (
     "crs", "anchor", "max_cloud", "aoi", "resampling", "batch_size", "mask_clouds", "scl_classes",
     "qa_flags", "sar_scale", "pc_key_block", "season", "dates", "clip", "tile_mode",
     "min_coverage", "max_scene_cloud", "indices", "composites", "statistics", "quicklook",
-    "per_feature", "name_field", "cloud_layers",
+    "per_feature", "name_field", "cloud_layers", "coregister",
 )  # fmt: skip
 
 
