@@ -43,6 +43,7 @@ __all__ = [
     "export_cube",
     "get_stac_layers",
     "open_cube",
+    "super_resolution",
     "update_cube",
 ]
 
@@ -53,6 +54,7 @@ _LAZY = {
     "open_cube": "stac2cube.store",
     "cube_info": "stac2cube.store",
     "update_cube": "stac2cube.flows.update",
+    "super_resolution": "stac2cube.flows.superres",
     "export_cube": "stac2cube.export",
     "ProcessingOptions": "stac2cube.radiometry",
 }
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
     from stac2cube.cube import Cube
     from stac2cube.export import export_cube
     from stac2cube.flows.build import get_stac_layers
+    from stac2cube.flows.superres import super_resolution
     from stac2cube.flows.update import update_cube
     from stac2cube.radiometry import ProcessingOptions
     from stac2cube.spec import CubeSpec

@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "rollback": cmd_rollback,
             "export": cmd_export,
             "availability": cmd_availability,
+            "superres": cmd_superres,
         }
         return commands[args.command](args)
     except Stac2CubeError as exc:
@@ -413,3 +414,29 @@ def cmd_availability(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def cmd_superres(args: argparse.Namespace) -> int:
+    """``stac2cube superres``: every check first (cube, bands, model folder, device), then the
+    flow (one commit)."""
+    from stac2cube.flows.runner import shared_prefect_api
+    from stac2cube.flows.superres import check_superres, super_resolution
+
+    options = {
+        "model_dir": args.model_dir, "model": args.model, "device": args.device,
+        "batch_size": args.batch_size, "precision": args.precision, "overlap": args.overlap,
+        "nodata_dilation": args.nodata_dilation, "model_block": args.block,
+    }  # fmt: skip
+    if args.block is None:  # a block is read through the Prefect API
+        check_superres(args.store, **options)
+    with shared_prefect_api():
+        if args.block is not None:
+            check_superres(args.store, **options)
+        with _console(args.debug):
+            summary = super_resolution(store=args.store, **options)
+    print(
+        f"{args.store}: super-resolution {summary['computed']} time steps computed, "
+        f"{summary['kept']} kept, {summary.get('patches', 0)} patches; snapshot "
+        f"{summary['snapshot'] or '(unchanged)'}"
+    )
+    return 0

@@ -418,19 +418,26 @@ def write_metadata(session, *, request: dict[str, Any], ledger: list[dict[str, A
     )
 
 
-def open_cube(path: str | Path, *, snapshot: str | None = None, decode: bool = True) -> xr.Dataset:
+def open_cube(
+    path: str | Path,
+    *,
+    snapshot: str | None = None,
+    decode: bool = True,
+    group: str | None = None,
+) -> xr.Dataset:
     """Open the cube at ``path`` as a lazy, decoded ``xarray.Dataset``.
 
     Args:
         path: the cube store (an icechunk repository).
         snapshot: an icechunk snapshot id to read instead of the latest commit.
         decode: apply CF decoding (scale/offset, NaN for nodata); False gives stored integers.
+        group: a side group instead of the main one, e.g. ``superres`` or ``composites/month``.
 
     Example:
         >>> ds = open_cube("demo.icechunk")  # doctest: +SKIP
         >>> ds.B04.sel(time="2024-01").mean("time")  # doctest: +SKIP
     """
-    return _cube(path).open_dataset(snapshot=snapshot, decode=decode)
+    return _cube(path).open_dataset(group, snapshot=snapshot, decode=decode)
 
 
 def cube_info(path: str | Path) -> dict[str, Any]:

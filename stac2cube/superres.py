@@ -703,3 +703,10 @@ def _append_times(session, v: Variant, new: pd.DatetimeIndex) -> None:
     for b in v.outputs:
         arr = group[b]
         arr.resize((n0 + len(new), *arr.shape[1:]))
+
+
+def stored_settings_of(cube: Cube) -> SuperresSettings | None:
+    """The settings of the cube's committed ``superres`` group (None: the cube has none)."""
+    if not cube.exists:
+        return None
+    return stored_settings(cube.repository().readonly_session("main"))
