@@ -20,6 +20,8 @@ def update_cube(
     end: dt.date | None = None,
     lookback_days: int = 30,
     batch_size: int = 8,
+    superres: bool = False,
+    superres_model_dir: str | None = None,
 ) -> dict[str, Any]:
     """Extend the cube at ``store`` up to ``end`` with what its catalog has gained.
 
@@ -34,6 +36,9 @@ def update_cube(
         lookback_days: Search this many days before the cube's last time step, to catch late
             and reprocessed scenes.
         batch_size: Time steps read and written at a time.
+        superres: Also super-resolve the new steps with SEN2SR (a cube whose group superres
+            exists gets them anyway, with the settings stored in the group).
+        superres_model_dir: Folder of the SEN2SR weights (default: the group's).
 
     Returns:
         The summary of :func:`~stac2cube.flows.build.get_stac_layers`.
@@ -60,6 +65,8 @@ def update_cube(
         params["end"],
         params["catalog"],
     )
+    if superres or superres_model_dir:
+        params.update(superres=True, superres_model_dir=superres_model_dir)
     return get_stac_layers(**params)
 
 

@@ -139,6 +139,9 @@ def check_build(params: dict[str, Any], runner: str = "auto") -> dict[str, Any]:
     resolve_runner(runner)
     params = _json_ready(params)
     check_stores(params)
+    from stac2cube.superres import build_settings
+
+    build_settings(params)  # --superres: the model folder and device, before anything starts
     return params
 
 
@@ -232,8 +235,11 @@ def cmd_update(args: argparse.Namespace) -> int:
     if args.lookback_days < 0 or args.batch_size < 1:
         raise InvalidRequestError("--lookback-days must be >= 0 and --batch-size >= 1")
     _, params = update_parameters(args.store, args.end, args.lookback_days, args.batch_size)
+    superres = {}
+    if args.superres or args.superres_model_dir:
+        superres = {"superres": True, "superres_model_dir": args.superres_model_dir}
     if params is not None:
-        check_build(params, args.runner)
+        check_build({**params, **superres}, args.runner)
     from stac2cube.flows.update import update_cube
 
     with _flow_context(args):
@@ -242,6 +248,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             end=args.end,
             lookback_days=args.lookback_days,
             batch_size=args.batch_size,
+            **superres,
         )
     _print_summary(args.store, summary)
     return 0

@@ -51,6 +51,7 @@ BUILD_OPTIONS = (
     "collection", "bands", "resolution", "crs", "anchor", "max_cloud", "min_coverage",
     "max_scene_cloud", "tile_mode", "indices", "composites", "statistics", "quicklook",
     "resampling", "batch_size", "mask_clouds", "scl_classes", "qa_flags", "sar_scale",
+    "superres", "superres_model_dir", "superres_model",
 )  # fmt: skip
 #: the build's options that are also ``stac2cube availability``'s
 AVAILABILITY_OPTIONS = ("start", "end", "max_cloud", "season", "dates")
@@ -126,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     u.add_argument(
         "--batch-size", type=int, default=8, help="time steps read and written at a time"
+    )
+    u.add_argument(
+        "--superres",
+        action="store_true",
+        help="also super-resolve the new steps with SEN2SR (a cube with a superres group "
+        "gets them anyway)",
+    )
+    u.add_argument(
+        "--superres-model-dir", metavar="DIR", help="folder of the SEN2SR weights"
     )
     _add_runner_arguments(u)
 

@@ -544,7 +544,17 @@ def write_superres(
 
     Returns:
         ``{"computed": n, "kept": n, "time_steps": n, "patches": n, "redone": n}``.
+
+    Runs in this process with dask's threads, even under a Dask cluster: reading this run's
+    uncommitted steps needs the writable session, which is not shipped to workers.
     """
+    import dask
+
+    with dask.config.set(scheduler="threads"):
+        return _write_superres(session, cube, times, settings, ledger, record, prepared)
+
+
+def _write_superres(session, cube, times, settings, ledger, record, prepared) -> dict[str, Any]:
     import zarr
 
     state = cube.state
@@ -681,9 +691,19 @@ def _create_group(session, v, times, xs, ys, check, model, settings) -> None:
     )
     encoding = {b: {**SUPERRES_ENCODING, "chunks": chunks} for b in v.outputs}
     encoding["time"] = {"units": TIME_UNITS, "dtype": "int64", "chunks": (4096,)}
-    out.to_zarr(
-        session.store, group=GROUP, mode="w", consolidated=False, encoding=encoding, compute=False
-    )
+    import dask
+
+    # the pixels are never computed (compute=False: only metadata and coordinates are written);
+    # in this process, even under a distributed client (a writable session is not shipped)
+    with dask.config.set(scheduler="synchronous"):
+        out.to_zarr(
+            session.store,
+            group=GROUP,
+            mode="w",
+            consolidated=False,
+            encoding=encoding,
+            compute=False,
+        )
 
 
 def _append_times(session, v: Variant, new: pd.DatetimeIndex) -> None:
@@ -710,3 +730,43 @@ def stored_settings_of(cube: Cube) -> SuperresSettings | None:
     if not cube.exists:
         return None
     return stored_settings(cube.repository().readonly_session("main"))
+
+
+def build_settings(params: dict[str, Any]) -> SuperresSettings | None:
+    """The stage's settings a build or update run was asked for (``superres``,
+    ``superres_model_dir``, ``superres_model``), checked before anything is searched: None
+    when the switch is off (a cube that has the group still keeps it current, with the
+    settings stored in it: :func:`run_settings`).
+
+    Raises:
+        InvalidRequestError: the switch without a model folder (given, or stored in the cube's
+            group), a missing or incomplete folder, ``device="cuda"`` without a GPU.
+    """
+    from stac2cube.cube import Cube
+    from stac2cube.superres_models import model_folder
+
+    if not params.get("superres"):
+        return None
+    model_dir = params.get("superres_model_dir")
+    stored = None
+    store = params.get("store")
+    if model_dir is None and store and not params.get("per_feature"):
+        cube = Cube(store)
+        stored = stored_settings_of(cube) if cube.exists else None
+    if model_dir is None and stored is None:
+        raise InvalidRequestError(
+            "superres needs superres_model_dir (--superres-model-dir DIR: a folder with the "
+            "SEN2SR weights, see the README, Super-resolution)"
+        )
+    settings = stored or SuperresSettings(
+        model_dir=str(model_dir), model=params.get("superres_model") or "rgbn"
+    )
+    model_folder(settings.model_dir, settings.model)
+    resolve_device(settings.device)
+    return settings
+
+
+def run_settings(session, asked: SuperresSettings | None) -> SuperresSettings | None:
+    """The settings a build or update run writes the group with: those asked for, else those
+    the cube's group was made with (None: the cube has no group and none was asked for)."""
+    return asked if asked is not None else stored_settings(session)

@@ -184,3 +184,29 @@ def test_cli_superres(cube, models, tmp_path, capsys):
     assert "0 time steps computed" in capsys.readouterr().out
     settings = json.loads(open_cube(cube, group="superres").attrs["stac2cube:superres_settings"])
     assert settings["model"] == "rgbn" and settings["device"] == "cpu"
+
+
+def test_build_switch_and_update_keep_the_group_current(season_api, stac_url, models, tmp_path):
+    """``build --superres`` writes the group in the build's own commit; a later build or update
+    without the switch adds the new steps' output in its commit too."""
+    store = tmp_path / "switched.icechunk"
+    with pytest.raises(InvalidRequestError, match="superres_model_dir"):
+        build(store, "2020-06-30", catalog=stac_url, superres=True)
+    assert not store.exists()
+    build(store, "2020-06-30", catalog=stac_url, superres=True, superres_model_dir=str(models))
+    history = Cube(store).history()  # one commit (after icechunk's initial one): both groups
+    assert [h["message"].split(":")[0] for h in history] == ["create", "Repository initialized"]
+    sr = open_cube(store, group="superres")
+    assert sr.sizes["time"] == 1 and sr.attrs["stac2cube:superres_variant"] == "rgbn"
+    n = len(Cube(store).history())
+    build(store, "2020-07-31", catalog=stac_url)  # no switch: the group is kept current
+    assert len(Cube(store).history()) == n + 1
+    sr = open_cube(store, group="superres")
+    np.testing.assert_array_equal(sr.time.values, open_cube(store).time.values)
+    assert np.isfinite(sr.B04.isel(time=1).values).any()
+    want = expected(store, models, 1)
+    got = np.stack([sr[b].isel(time=1).values for b in RGBN])
+    ok = np.isfinite(got) & np.isfinite(want)
+    np.testing.assert_allclose(got[ok], want[ok], atol=0.5e-4 + 1e-6)
+    # the standalone flow finds nothing left to do
+    assert super_resolution(store=str(store))["computed"] == 0
