@@ -419,10 +419,6 @@ def cmd_availability(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 def cmd_superres(args: argparse.Namespace) -> int:
     """``stac2cube superres``: every check first (cube, bands, model folder, device), then the
     flow (one commit)."""
@@ -447,3 +443,7 @@ def cmd_superres(args: argparse.Namespace) -> int:
         f"{summary['snapshot'] or '(unchanged)'}"
     )
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
