@@ -65,8 +65,9 @@ def superres_settings(
     return SuperresSettings(**base)
 
 
-def check_superres(store: str | Path | Cube, **options: Any) -> tuple[Cube, SuperresSettings,
-                                                                    tuple[LoadedModel, Any]]:
+def check_superres(
+    store: str | Path | Cube, **options: Any
+) -> tuple[Cube, SuperresSettings, tuple[LoadedModel, Any]]:
     """Everything that can fail before writing: the cube, the settings, the device, the model.
 
     Raises:

@@ -134,9 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also super-resolve the new steps with SEN2SR (a cube with a superres group "
         "gets them anyway)",
     )
-    u.add_argument(
-        "--superres-model-dir", metavar="DIR", help="folder of the SEN2SR weights"
-    )
+    u.add_argument("--superres-model-dir", metavar="DIR", help="folder of the SEN2SR weights")
     _add_runner_arguments(u)
 
     h = sub.add_parser("history", help="list a cube's commits (snapshots), newest first")
@@ -227,12 +225,8 @@ def _add_superres_parser(sub) -> None:
         "B05 B06 B07 B8A B11 B12 to 10 m",
     )
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
-    s.add_argument(
-        "--batch-size", type=int, metavar="N", help="128 px patches per forward pass"
-    )
-    s.add_argument(
-        "--precision", choices=["auto", "fp32", "fp16", "bf16"], help="default auto"
-    )
+    s.add_argument("--batch-size", type=int, metavar="N", help="128 px patches per forward pass")
+    s.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], help="default auto")
     s.add_argument("--overlap", type=int, metavar="PIXELS", help="patch overlap (default 32)")
     s.add_argument(
         "--nodata-dilation",

@@ -387,7 +387,9 @@ class CubeCheck:
     notes: list[str] = field(default_factory=list)
 
 
-def check_cube(record: dict[str, Any], variables: Iterable[str], v: Variant, name: str) -> CubeCheck:
+def check_cube(
+    record: dict[str, Any], variables: Iterable[str], v: Variant, name: str
+) -> CubeCheck:
     """Refuse (one line) a cube the model cannot run on: not Sentinel-2, not 10 m, or without
     the model's bands.
 
@@ -417,7 +419,7 @@ def check_cube(record: dict[str, Any], variables: Iterable[str], v: Variant, nam
             f"{' '.join(missing)} (build a cube with --bands {' '.join(v.bands)})"
         )
     # native 20 m pixel edges lie on multiples of 20 m (Sentinel-2 tile origins: of 60 m)
-    phase = (int(round(grid.bounds[3] / 10.0)) % 2, int(round(grid.bounds[0] / 10.0)) % 2)
+    phase = (round(grid.bounds[3] / 10.0) % 2, round(grid.bounds[0] / 10.0) % 2)
     return CubeCheck(
         mission,
         grid.epsg,

@@ -121,7 +121,7 @@ def variant(name: str) -> Variant:
 def how_to_get(v: Variant, where: Path) -> str:
     """The sentence every missing-weights message ends with."""
     return (
-        f"download it on a machine with internet: python -c \"import mlstac; "
+        f'download it on a machine with internet: python -c "import mlstac; '
         f"mlstac.download(file='{v.url}', output_dir='{v.folder}')\" and copy the folder "
         f"to {where} (see the README, Super-resolution)"
     )
@@ -218,7 +218,7 @@ def _cnn(folder: Path, file: str, kind: str, device, dtype):
     try:
         state = safetensors.torch.load_file(str(path))
         cnn.load_state_dict(state, strict=True)
-    except Exception as exc:  # noqa: BLE001 (safetensors and torch raise several kinds)
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidRequestError(
             f"{path} does not hold the weights of the SEN2SRLite {kind} CNN ({first[:160]})"
@@ -236,7 +236,7 @@ def _constraint(folder: Path, file: str, device, bands: Any, size: int):
     path = folder / f"{file}.safetensor"
     try:
         mask = safetensors.torch.load_file(str(path))["weights"]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InvalidRequestError(
             f"{path} does not hold a hard-constraint mask ('weights') ({type(exc).__name__})"
         ) from exc

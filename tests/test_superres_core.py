@@ -7,6 +7,8 @@ the hard constraint, direct model calls on single windows, the whole-image CNN.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -116,7 +118,7 @@ def test_tile_starts_cover_with_overlap(length):
     assert starts[0] == 0
     if length > 128:
         assert starts[-1] == length - 128
-        assert all(b - a <= 96 for a, b in zip(starts, starts[1:], strict=False))
+        assert all(b - a <= 96 for a, b in itertools.pairwise(starts))
     even = tile_starts(length + length % 2, 128, 32, even=True)
     assert all(s % 2 == 0 for s in even)
 
@@ -169,9 +171,7 @@ def test_tiled_cnn_equals_whole_image_cnn_in_the_interior(rgbn):
     within 24 px of a window edge) equals one whole-image pass, to float tolerance."""
     cnn = rgbn.module.sr_model
     x = texture((4, 200, 170), seed=4)
-    tiled = super_resolve(
-        x, lambda t: cnn(t), scale=4, overlap=96, batch_size=2, nodata_dilation=0
-    )
+    tiled = super_resolve(x, lambda t: cnn(t), scale=4, overlap=96, batch_size=2, nodata_dilation=0)
     with torch.inference_mode():
         whole = cnn(torch.from_numpy(x)[None])[0].numpy()
     inner = slice(4 * CNN_REACH, -4 * CNN_REACH)

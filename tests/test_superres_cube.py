@@ -176,7 +176,9 @@ def test_non_sentinel2_and_non_10m_cubes_are_refused(cube):
 
 
 def test_cli_superres(cube, models, tmp_path, capsys):
-    assert main(["superres", "--store", str(cube), "--model-dir", str(tmp_path / "x")]) == EXIT_ERROR
+    assert (
+        main(["superres", "--store", str(cube), "--model-dir", str(tmp_path / "x")]) == EXIT_ERROR
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: super-resolution model directory")
     rc = main(["superres", "--store", str(cube), "--model-dir", str(models), "--device", "cpu"])
