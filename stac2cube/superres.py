@@ -451,7 +451,8 @@ def _spatial_ref(check: CubeCheck, resolution: float) -> xr.DataArray:
 
 
 def fingerprint(entry: dict[str, Any] | None, digest: str) -> str:
-    """What a step's output depends on: its scenes (ids and processing stamps) and the weights."""
+    """What a step's output depends on: its scenes (ids and processing stamps) and ``digest``
+    (the weights' digest and the tiling settings)."""
     items = sorted(json.dumps(i, sort_keys=True) for i in (entry or {}).get("items", []))
     h = hashlib.sha256(json.dumps([digest, items]).encode()).hexdigest()
     return h[:24]
@@ -568,7 +569,9 @@ def _write_superres(session, cube, times, settings, ledger, record, prepared) ->
     all_times = pd.DatetimeIndex(ds.time.values) if "time" in ds.dims else pd.DatetimeIndex([])
     keys = [t.isoformat() for t in all_times]
     entries = {_naive(pd.Timestamp(e["time"])).isoformat(): e for e in ledger}
-    prints = {k: fingerprint(entries.get(k), model.digest) for k in keys}
+    # what a step's pixels depend on besides its scenes: the weights and the tiling settings
+    depends = f"{model.digest}:{settings.overlap}:{settings.nodata_dilation}"
+    prints = {k: fingerprint(entries.get(k), depends) for k in keys}
     forced = {_naive(pd.Timestamp(t)).isoformat() for t in (times or [])}
 
     stored = _stored_group(session, v, check)

@@ -212,3 +212,31 @@ def test_build_switch_and_update_keep_the_group_current(season_api, stac_url, mo
     np.testing.assert_allclose(got[ok], want[ok], atol=0.5e-4 + 1e-6)
     # the standalone flow finds nothing left to do
     assert super_resolution(store=str(store))["computed"] == 0
+
+
+def test_a_step_inserted_in_the_middle_is_computed_and_the_others_copied(
+    season_api, stac_url, models, tmp_path
+):
+    """June and August first, then July: the group's time axis is rebuilt in order, July is
+    computed, June and August are the stored integers, copied unchanged."""
+    store = tmp_path / "insert.icechunk"
+    common = dict(
+        mission="sentinel-2-l2a", bbox=small_bbox(), catalog=stac_url, collection="season-s2",
+        bands=BANDS, store=str(store), superres_model_dir=str(models),
+    )  # fmt: skip
+    get_stac_layers(start="2020-06-01", end="2020-06-30", superres=True, **common)
+    get_stac_layers(start="2020-08-01", end="2020-08-31", **common)
+    before = open_cube(store, group="superres", decode=False)
+    old = {b: before[b].values.copy() for b in before.data_vars}
+    get_stac_layers(start="2020-07-01", end="2020-07-31", **common)
+    raw = open_cube(store, group="superres", decode=False)
+    np.testing.assert_array_equal(raw.time.values, open_cube(store).time.values)
+    assert raw.sizes["time"] == 3
+    for b in raw.data_vars:
+        np.testing.assert_array_equal(raw[b].values[[0, 2]], old[b])
+    sr = open_cube(store, group="superres")
+    want = expected(store, models, 1)
+    got = np.stack([sr[b].isel(time=1).values for b in RGBN])
+    ok = np.isfinite(got) & np.isfinite(want)
+    assert ok.any()
+    np.testing.assert_allclose(got[ok], want[ok], atol=0.5e-4 + 1e-6)
