@@ -39,11 +39,13 @@ from stac2cube.store import (
     merge_ledger,
     processing_record,
 )
+from stac2cube.superres import SuperresSettings, build_settings, run_settings
 from stac2cube.tasks.group import group_task
 from stac2cube.tasks.load import load_task
 from stac2cube.tasks.plan import plan_task
 from stac2cube.tasks.preprocess import preprocess_task
 from stac2cube.tasks.search import search_task
+from stac2cube.tasks.superres import superres_task
 from stac2cube.tasks.write import commit_task, rewrite_task, write_task
 
 #: Feature cubes built at the same time by one flow run (``per_feature``).
@@ -83,10 +85,15 @@ def get_stac_layers(**parameters: Any) -> dict[str, Any]:
     requests = resolve_requests(params)
     pc_key = _planetary_computer_key(params["pc_key_block"])
     batch_size = params["batch_size"]
+    superres = build_settings(params)  # the stage's switch, checked before the search
     if params["per_feature"]:
-        return {"cubes": build_feature_cubes(requests, batch_size, pc_key=pc_key)}
+        return {
+            "cubes": build_feature_cubes(requests, batch_size, pc_key=pc_key, superres=superres)
+        }
     ((request, target),) = requests.values()
-    return execute_build(prepare_build(request, target), batch_size, pc_key=pc_key)
+    return execute_build(
+        prepare_build(request, target), batch_size, pc_key=pc_key, superres=superres
+    )
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,11 @@ def prepare_build(request: CubeRequest, store: str | Path | Cube) -> PreparedBui
 
 
 def execute_build(
-    prepared: PreparedBuild, batch_size: int = 8, *, pc_key: str | None = None
+    prepared: PreparedBuild,
+    batch_size: int = 8,
+    *,
+    pc_key: str | None = None,
+    superres: SuperresSettings | None = None,
 ) -> dict[str, Any]:
     """Write a prepared build, then its settings, statistics and quicklook, all under the store
     lock (two runs never write one cube, or the files beside it, at the same time)."""
@@ -140,7 +151,7 @@ def execute_build(
         if not plan.empty:
             with pixel_client():  # the cluster starts here, only when there is pixel work
                 snapshot, ledger, written = write_plan(
-                    request, plan, cube, batch_size, pc_key=pc_key
+                    request, plan, cube, batch_size, pc_key=pc_key, superres=superres
                 )
         products = write_products(cube, request, written)
     summary = _summary(cube.name, snapshot, plan, ledger)
@@ -220,6 +231,7 @@ def build_feature_cubes(
     *,
     pc_key: str | None = None,
     max_parallel: int = MAX_PARALLEL_FEATURES,
+    superres: SuperresSettings | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Build one cube per feature: all searched and planned first, then written in parallel.
 
@@ -245,7 +257,12 @@ def build_feature_cubes(
     with pixel_client(), ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
         futures = {
             name: pool.submit(
-                contextvars.copy_context().run, execute_build, p, batch_size, pc_key=pc_key
+                contextvars.copy_context().run,
+                execute_build,
+                p,
+                batch_size,
+                pc_key=pc_key,
+                superres=superres,
             )
             for name, p in prepared.items()
         }
@@ -303,6 +320,7 @@ def write_plan(
     batch_size: int = 8,
     *,
     pc_key: str | None = None,
+    superres: SuperresSettings | None = None,
 ) -> tuple[str | None, list, list[str]]:
     """Load, preprocess and write the plan's time steps into the cube; commit once.
 
@@ -349,6 +367,12 @@ def write_plan(
             from stac2cube.composites import write_composites
 
             write_composites(session, record["composites"], [*written, *replaced.values()])
+        superres = run_settings(session, superres)  # asked for, or the cube's group has it
+        if superres is not None and written:  # the steps this run wrote, same session
+            superres_task(
+                session, quote(cube), written, quote(superres), ledger=quote(ledger),
+                record=quote(record),
+            )  # fmt: skip
         n_scenes = sum(len(e["items"]) for e in staged.entries)
         counts = {
             "added_time_steps": len(written) - len(replaced),

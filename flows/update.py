@@ -22,6 +22,8 @@ def update_cube(
     batch_size: int = 8,
     cloud_layers: bool = False,
     coregister: bool = False,
+    superres: bool = False,
+    superres_model_dir: str | None = None,
 ) -> dict[str, Any]:
     """Extend the cube at ``store`` up to ``end`` with what its catalog has gained.
 
@@ -39,6 +41,9 @@ def update_cube(
         cloud_layers: Start cloud layers (group ``clouds``) with the new steps; a cube that
             has them keeps them current anyway.
         coregister: Turn co-registration on (a cube that has it stays co-registered anyway).
+        superres: Also super-resolve the new steps with SEN2SR (a cube whose group superres
+            exists gets them anyway, with the settings stored in the group).
+        superres_model_dir: Folder of the SEN2SR weights (default: the group's).
 
     Returns:
         The summary of :func:`~stac2cube.flows.build.get_stac_layers`.
@@ -69,6 +74,8 @@ def update_cube(
     )
     if coregister:
         params["coregister"] = True
+    if superres or superres_model_dir:
+        params.update(superres=True, superres_model_dir=superres_model_dir)
     return get_stac_layers(**params)
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "get_cloud_layers",
     "get_stac_layers",
     "open_cube",
+    "super_resolution",
     "update_cube",
 ]
 
@@ -56,6 +57,7 @@ _LAZY = {
     "open_cube": "stac2cube.store",
     "cube_info": "stac2cube.store",
     "update_cube": "stac2cube.flows.update",
+    "super_resolution": "stac2cube.flows.superres",
     "export_cube": "stac2cube.export",
     "ProcessingOptions": "stac2cube.radiometry",
     "coregister_scenes": "stac2cube.flows.coregister",
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
     from stac2cube.flows.build import get_stac_layers
     from stac2cube.flows.clouds import get_cloud_layers
     from stac2cube.flows.coregister import coregister_scenes
+    from stac2cube.flows.superres import super_resolution
     from stac2cube.flows.update import update_cube
     from stac2cube.radiometry import ProcessingOptions
     from stac2cube.spec import CubeSpec

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             "coregister": cmd_coregister,
             "availability": cmd_availability,
             "clouds": cmd_clouds,
+            "superres": cmd_superres,
         }
         return commands[args.command](args)
     except Stac2CubeError as exc:
@@ -149,6 +150,9 @@ def check_build(params: dict[str, Any], runner: str = "auto") -> dict[str, Any]:
     resolve_runner(runner)
     params = _json_ready(params)
     check_stores(params)
+    from stac2cube.superres import build_settings
+
+    build_settings(params)  # --superres: the model folder and device, before anything starts
     return params
 
 
@@ -242,8 +246,11 @@ def cmd_update(args: argparse.Namespace) -> int:
     if args.lookback_days < 0 or args.batch_size < 1:
         raise InvalidRequestError("--lookback-days must be >= 0 and --batch-size >= 1")
     _, params = update_parameters(args.store, args.end, args.lookback_days, args.batch_size)
+    superres = {}
+    if args.superres or args.superres_model_dir:
+        superres = {"superres": True, "superres_model_dir": args.superres_model_dir}
     if params is not None:
-        check_build(params, args.runner)
+        check_build({**params, **superres}, args.runner)
     from stac2cube.flows.update import update_cube
 
     with _flow_context(args):
@@ -254,6 +261,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             cloud_layers=bool(args.cloud_layers),
             coregister=bool(args.coregister),
+            **superres,
         )
     _print_summary(args.store, summary)
     return 0
@@ -516,6 +524,32 @@ def cmd_availability(args: argparse.Namespace) -> int:
     if map_path is not None:
         footprint_map(search.items_by_catalog, search.area, map_path, title=search.title)
         print(f"wrote the footprint map to {map_path}", file=sys.stderr)
+    return 0
+
+
+def cmd_superres(args: argparse.Namespace) -> int:
+    """``stac2cube superres``: every check first (cube, bands, model folder, device), then the
+    flow (one commit)."""
+    from stac2cube.flows.runner import shared_prefect_api
+    from stac2cube.flows.superres import check_superres, super_resolution
+
+    options = {
+        "model_dir": args.model_dir, "model": args.model, "device": args.device,
+        "batch_size": args.batch_size, "precision": args.precision, "overlap": args.overlap,
+        "nodata_dilation": args.nodata_dilation, "model_block": args.block,
+    }  # fmt: skip
+    if args.block is None:  # a block is read through the Prefect API
+        check_superres(args.store, **options)
+    with shared_prefect_api():
+        if args.block is not None:
+            check_superres(args.store, **options)
+        with _console(args.debug):
+            summary = super_resolution(store=args.store, **options)
+    print(
+        f"{args.store}: super-resolution {summary['computed']} time steps computed, "
+        f"{summary['kept']} kept, {summary.get('patches', 0)} patches; snapshot "
+        f"{summary['snapshot'] or '(unchanged)'}"
+    )
     return 0
 
 

@@ -53,6 +53,7 @@ BUILD_OPTIONS = (
     "resampling", "batch_size", "mask_clouds", "scl_classes", "qa_flags", "sar_scale",
     "cloud_layers",
     "coregister",
+    "superres", "superres_model_dir", "superres_model",
 )  # fmt: skip
 #: the build's options that are also ``stac2cube availability``'s
 AVAILABILITY_OPTIONS = ("start", "end", "max_cloud", "season", "dates")
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument(
         "--batch-size", type=int, default=8, help="time steps read and written at a time"
     )
-    add_cli_options(u, ["cloud_layers", "coregister"])
+    add_cli_options(u, ["cloud_layers", "coregister", "superres", "superres_model_dir"])
     _add_runner_arguments(u)
 
     h = sub.add_parser("history", help="list a cube's commits (snapshots), newest first")
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--store", default="demo-cube/demo.icechunk", help="cube store path")
     d.add_argument("--data", default="demo-cube/catalog", help="where to write the synthetic COGs")
 
+    _add_superres_parser(sub)
+
     a = sub.add_parser(
         "availability",
         help="before a build: list the scenes per day and catalog for an area and period "
@@ -261,3 +264,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw the scene footprints of each catalog over the area to this PNG",
     )
     return parser
+
+
+def _add_superres_parser(sub) -> None:
+    """``stac2cube superres``: SEN2SR 2.5 m bands for an existing Sentinel-2 cube."""
+    s = sub.add_parser(
+        "superres",
+        help="super-resolve a Sentinel-2 cube's 10 m / 20 m bands to 2.5 m with SEN2SR "
+        "(weights from a local folder) into its group superres",
+    )
+    s.add_argument("--store", required=True, help="existing Sentinel-2 cube store path")
+    s.add_argument(
+        "--model-dir",
+        metavar="DIR",
+        help="folder of the SEN2SR weights (mlstac layout; see the README, Super-resolution); "
+        "default: the --block's, or the one the cube's superres group was made with",
+    )
+    s.add_argument(
+        "--model",
+        choices=["rgbn", "full", "rswir-x2"],
+        help="rgbn: B04 B03 B02 B08 to 2.5 m (default); full: 10 bands to 2.5 m; rswir-x2: "
+        "B05 B06 B07 B8A B11 B12 to 10 m",
+    )
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    s.add_argument("--batch-size", type=int, metavar="N", help="128 px patches per forward pass")
+    s.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], help="default auto")
+    s.add_argument("--overlap", type=int, metavar="PIXELS", help="patch overlap (default 32)")
+    s.add_argument(
+        "--nodata-dilation",
+        type=int,
+        metavar="PIXELS",
+        help="10 m pixels the nodata mask grows by in the output (default 2)",
+    )
+    s.add_argument("--block", metavar="NAME", help="a superres-model Prefect block")

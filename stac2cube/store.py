@@ -601,7 +601,8 @@ def open_cube(
         path: the cube store (an icechunk repository).
         snapshot: an icechunk snapshot id to read instead of the latest commit.
         decode: apply CF decoding (scale/offset, NaN for nodata); False gives stored integers.
-        group: a side group (``clouds``, ``composites/month``) instead of the bands.
+        group: a side group (``clouds``, ``superres``, ``composites/month``) instead of the
+            bands.
         cloud_threshold: a masked view: bands and indices NaN where the ``clouds`` group's
             ``cloud_mask`` at this threshold (percent) or its ``shadow_mask`` is 1, and
             ``cloud_fraction`` per step from those layers (:func:`stac2cube.clouds.masked_view`);
