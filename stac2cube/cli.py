@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "rollback": cmd_rollback,
             "export": cmd_export,
             "availability": cmd_availability,
+            "gc": cmd_gc,
         }
         return commands[args.command](args)
     except Stac2CubeError as exc:
@@ -278,6 +279,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     with cube.lock():
         tag = cube.rollback(args.to)
     print(f"{args.path}: now at snapshot {args.to}; the previous head is kept as tag {tag}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from stac2cube.gc import collect_garbage, describe
+
+    result = collect_garbage(_require_cube(args.path), keep_days=args.keep_days)
+    print(json.dumps(result, indent=1) if args.json else describe(result))
     return 0
 
 

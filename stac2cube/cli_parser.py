@@ -140,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("path", help="cube store path")
     r.add_argument("--to", required=True, metavar="SNAPSHOT", help="snapshot id from `history`")
 
+    g = sub.add_parser(
+        "gc",
+        help="expire old snapshots and delete data no snapshot needs (killed runs' leftovers "
+        "included); the head and tags are kept",
+    )
+    g.add_argument("path", help="cube store path")
+    g.add_argument(
+        "--keep-days",
+        type=float,
+        default=30.0,
+        help="keep the snapshots of the last N days in the history (default 30; 0: only the "
+        "head and the tags)",
+    )
+    g.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     e = sub.add_parser("export", help="write a cube as plain Zarr v3, NetCDF, or COGs + VRT")
     e.add_argument("path", help="cube store path")
     e.add_argument("--format", required=True, choices=["zarr", "netcdf", "cog"], help="format")

@@ -66,8 +66,9 @@ HTTP_GDAL_ENV = {
     "GDAL_HTTP_RETRY_DELAY": "0.5",
     "GDAL_HTTP_RETRY_CODES": "429,500,502,503,504",
 }
-#: errors that are not worth another try
-_PERMANENT = ("HTTP response code: 404", "HTTP response code: 403", "HTTP response code: 401")
+#: errors not worth another try here: an HTTP status (GDAL has retried 429/5xx already) and
+#: missing or forbidden assets
+_PERMANENT = ("HTTP response code:",)
 
 #: S3 buckets known to be requester-pays when the asset does not say so itself.
 REQUESTER_PAYS_BUCKETS = frozenset({"usgs-landsat", "sentinel-s2-l1c", "sentinel-s2-l2a"})
@@ -229,7 +230,8 @@ def _remote(items: Sequence[dict[str, Any]]) -> bool:
 class RetryingReader(AutoParallelRioReader):
     """stackstac's reader that tries a failing open or window read again (at most
     :data:`READ_RETRIES` tries in all, 0.5 s doubling, reopening the asset), logging each retry.
-    Missing or forbidden assets (HTTP 404/403/401) are not retried."""
+    An HTTP status error is not retried here: GDAL has retried 429/5xx already
+    (:data:`HTTP_GDAL_ENV`), and a missing or forbidden asset stays so."""
 
     def read(self, window, **kwargs):
         for attempt in range(1, READ_RETRIES + 1):

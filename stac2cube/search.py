@@ -173,7 +173,7 @@ def _reason(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if status:
-        return f"HTTP {status}: {text[:200]}"
+        return f"HTTP {status}" + (f": {text[:200]}" if text != type(exc).__name__ else "")
     return f"{type(exc).__name__}: {text[:300]}"
 
 
