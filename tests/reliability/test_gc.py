@@ -22,9 +22,9 @@ KILLED_WRITER = textwrap.dedent("""
     import numpy as np, zarr
     from stac2cube.cube import Cube
     session = Cube(sys.argv[1]).writable_session()
-    arr = zarr.create_array(session.store, name="junk", shape=(64, 64), chunks=(8, 8),
+    arr = zarr.create_array(session.store, name="junk", shape=(256, 256), chunks=(32, 32),
                             dtype="float64", compressors=None)
-    arr[:] = np.random.default_rng(0).random((64, 64))
+    arr[:] = np.random.default_rng(0).random((256, 256))
     os.kill(os.getpid(), signal.SIGKILL)
 """)
 
@@ -66,7 +66,7 @@ def test_gc_removes_killed_leftovers_and_old_snapshots_never_head_or_tags(
     proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(store)], timeout=120)
     assert proc.returncode == -signal.SIGKILL
     orphans = files(store) - committed
-    assert len(orphans) >= 64, len(orphans)  # 64 chunks of 8 x 8 px
+    assert len(orphans) >= 64, len(orphans)  # 64 chunks of 32 x 32 (8 kB: not inlined)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
     staging = tmp_path / f".gc.icechunk.partial-{dead}"
