@@ -120,12 +120,35 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+        if _disk_full(exc):
+            print(
+                "error: no space left on the device the cube is written to; the cube is left "
+                "at its last commit: free space (then `stac2cube gc PATH` removes what the "
+                "run wrote) and run again",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
         reason = (str(exc).strip().splitlines() or [""])[0]
         print(
             f"error: unexpected {type(exc).__name__}: {reason} (--debug shows the traceback)",
             file=sys.stderr,
         )
         return EXIT_UNEXPECTED
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """True when ``exc`` or its cause is ENOSPC (``OSError`` or icechunk's store error)."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def check_build(params: dict[str, Any], runner: str = "auto") -> dict[str, Any]:
