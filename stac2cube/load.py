@@ -228,7 +228,7 @@ def _remote(items: Sequence[dict[str, Any]]) -> bool:
 
 
 class RetryingReader(AutoParallelRioReader):
-    """stackstac's reader that tries a failing open or window read again (at most
+    """stackstac's reader that tries a failing open or window read of a remote asset again (at most
     :data:`READ_RETRIES` tries in all, 0.5 s doubling, reopening the asset), logging each retry.
     An HTTP status error is not retried here: GDAL has retried 429/5xx already
     (:data:`HTTP_GDAL_ENV`), and a missing or forbidden asset stays so."""
@@ -239,7 +239,8 @@ class RetryingReader(AutoParallelRioReader):
                 return super().read(window, **kwargs)
             except Exception as exc:
                 text = f"{exc} {exc.__cause__ or ''}"
-                if attempt == READ_RETRIES or any(p in text for p in _PERMANENT):
+                remote = str(self.url).startswith(("http://", "https://", "s3://", "/vsi"))
+                if not remote or attempt == READ_RETRIES or any(p in text for p in _PERMANENT):
                     raise
                 wait = 0.5 * 2 ** (attempt - 1)
                 log.warning(

@@ -21,7 +21,12 @@ from pathlib import Path
 import pytest
 from conftest import BUILD, UPDATE_END, assert_same_values, same_values
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.reliability,
+    pytest.mark.slow,
+    pytest.mark.timeout(2400),  # ~45 CLI runs: about 5 min on an idle 2-core machine
+]
 
 KILLS = 10  # per phase (first build, update): 20 kills in all
 MAX_TRIALS = 20  # per phase (a run may finish before its kill comes)
@@ -110,6 +115,7 @@ def test_sigkill_at_random_moments_of_build_and_update(series, clean_cubes, tmp_
     assert code == 0, out[-2000:]
     code, out, t_update = run(update_args(probe), env)
     assert code == 0, out[-2000:]
+    print(f"clean CLI runs: build {t_build:.1f} s, update {t_update:.1f} s", flush=True)
     assert_same_values(probe, updated)
 
     outcomes: dict[str, list[str]] = {"build": [], "update": []}
@@ -120,6 +126,7 @@ def test_sigkill_at_random_moments_of_build_and_update(series, clean_cubes, tmp_
         code, out, _ = run(build_args(series, store), env, kill_after=delay)
         state = check_consistent(store, [built])
         outcomes["build"].append(f"{delay:.1f}s:{'killed' if code == -9 else code}:{state}")
+        print("build trial", outcomes["build"][-1], flush=True)
         assert code in (-9, 0), out[-2000:]
         if state != "absent":  # committed before the kill: go on with a new first build
             store = tmp_path / f"k{len(outcomes['build'])}.icechunk"
@@ -136,6 +143,7 @@ def test_sigkill_at_random_moments_of_build_and_update(series, clean_cubes, tmp_
         code, out, _ = run(update_args(store), env, kill_after=delay)
         state = check_consistent(store, [built, updated])
         outcomes["update"].append(f"{delay:.1f}s:{'killed' if code == -9 else code}:{state}")
+        print("update trial", outcomes["update"][-1], flush=True)
         assert code in (-9, 0), out[-2000:]
         if state == updated.name:  # committed: start again from a built cube
             store = tmp_path / f"u{len(outcomes['update'])}.icechunk"
