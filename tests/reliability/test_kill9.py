@@ -96,6 +96,12 @@ def check_consistent(store: Path, allowed: list[Path]) -> str:
     raise AssertionError(f"{store} at {head} equals none of {[a.name for a in allowed]}")
 
 
+def late_or_any(rng: random.Random, trial: int) -> float:
+    """A kill moment as a share of a clean run: anywhere, and every third trial in its last
+    quarter (commit, rename of a first build, the files beside the cube)."""
+    return rng.uniform(0.75, 1.0) if trial % 3 == 2 else rng.uniform(0.05, 0.95)
+
+
 def killed(outcomes: list[str]) -> int:
     return sum(o.split(":")[1] == "killed" for o in outcomes)
 
@@ -122,7 +128,7 @@ def test_sigkill_at_random_moments_of_build_and_update(series, clean_cubes, tmp_
     # phase 1: first builds, killed; the next trial reruns the build on the same store
     store = tmp_path / "k.icechunk"
     while killed(outcomes["build"]) < KILLS and len(outcomes["build"]) < MAX_TRIALS:
-        delay = rng.uniform(0.05, 0.95) * t_build
+        delay = late_or_any(rng, len(outcomes["build"])) * t_build
         code, out, _ = run(build_args(series, store), env, kill_after=delay)
         state = check_consistent(store, [built])
         outcomes["build"].append(f"{delay:.1f}s:{'killed' if code == -9 else code}:{state}")
@@ -139,7 +145,7 @@ def test_sigkill_at_random_moments_of_build_and_update(series, clean_cubes, tmp_
     store = tmp_path / "u.icechunk"
     assert run(build_args(series, store), env)[0] == 0
     while killed(outcomes["update"]) < KILLS and len(outcomes["update"]) < MAX_TRIALS:
-        delay = rng.uniform(0.05, 0.95) * t_update
+        delay = late_or_any(rng, len(outcomes["update"])) * t_update
         code, out, _ = run(update_args(store), env, kill_after=delay)
         state = check_consistent(store, [built, updated])
         outcomes["update"].append(f"{delay:.1f}s:{'killed' if code == -9 else code}:{state}")
