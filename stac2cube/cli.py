@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             "availability": cmd_availability,
             "clouds": cmd_clouds,
             "superres": cmd_superres,
+            "gc": cmd_gc,
         }
         return commands[args.command](args)
     except Stac2CubeError as exc:
@@ -131,12 +132,35 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+        if _disk_full(exc):
+            print(
+                "error: no space left on the device the cube is written to; the cube is left "
+                "at its last commit: free space (then `stac2cube gc PATH` removes what the "
+                "run wrote) and run again",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
         reason = (str(exc).strip().splitlines() or [""])[0]
         print(
             f"error: unexpected {type(exc).__name__}: {reason} (--debug shows the traceback)",
             file=sys.stderr,
         )
         return EXIT_UNEXPECTED
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """True when ``exc`` or its cause is ENOSPC (``OSError`` or icechunk's store error)."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def check_build(params: dict[str, Any], runner: str = "auto") -> dict[str, Any]:
@@ -387,6 +411,14 @@ def cmd_coregister(args: argparse.Namespace) -> int:
         print(f"  failed {time}: {reason} (pixels unchanged)")
     if summary.get("raw_snapshot_tag"):
         print(f"  the pixels before are kept as tag {summary['raw_snapshot_tag']}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from stac2cube.gc import collect_garbage, describe
+
+    result = collect_garbage(_require_cube(args.path), keep_days=args.keep_days)
+    print(json.dumps(result, indent=1) if args.json else describe(result))
     return 0
 
 

@@ -165,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--window", type=int, metavar="PX", help="matching window edge, a power of two (128)"
     )
+    g = sub.add_parser(
+        "gc",
+        help="expire old snapshots and delete data no snapshot needs (killed runs' leftovers "
+        "included); the head and tags are kept",
+    )
+    g.add_argument("path", help="cube store path")
+    g.add_argument(
+        "--keep-days",
+        type=float,
+        default=30.0,
+        help="keep the snapshots of the last N days in the history (default 30; 0: only the "
+        "head and the tags)",
+    )
+    g.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     e = sub.add_parser("export", help="write a cube as plain Zarr v3, NetCDF, or COGs + VRT")
     e.add_argument("path", help="cube store path")
