@@ -42,8 +42,9 @@ def properties(entrypoint: str) -> dict[str, dict]:
 
 
 def _types(prop: dict) -> list[dict]:
-    """The alternatives of a property (``anyOf`` members, or the property itself)."""
-    return prop.get("anyOf", [prop])
+    """The alternatives of a property (``anyOf`` members, or the property's own type)."""
+    keys = ("type", "format", "items", "enum")
+    return prop.get("anyOf", [{k: prop[k] for k in keys if k in prop}])
 
 
 # -- the file ---------------------------------------------------------------------------------
@@ -120,6 +121,7 @@ def test_build_form_types_and_descriptions():
         assert {"type": "string", "format": "date"} in _types(props[name])
     bbox = next(t for t in _types(props["bbox"]) if t.get("type") == "array")
     assert bbox["items"]["type"] == "number"
+    assert (props["bbox"]["minItems"], props["bbox"]["maxItems"]) == (4, 4)
     assert props["resolution"]["type"] == "number"
     assert props["max_cloud"]["type"] == "number"
     assert props["batch_size"]["type"] == "integer"
@@ -131,11 +133,11 @@ def test_build_form_offers_mission_choices():
     assert "sentinel-2-l2a" in mission.get("enum", []), mission
 
 
-def test_build_form_offers_catalog_choices():
+def test_build_form_suggests_catalogs_in_a_typed_field():
+    """One string (a URL can be typed: issue 17 item 1); the known names are suggestions."""
     catalog = properties("stac2cube.flows.build:get_stac_layers")["catalog"]
-    choices = {v for t in _types(catalog) for v in t.get("enum", [])}
-    assert {"earth-search", "planetary-computer", "terrabyte", "auto"} <= choices, catalog
-    assert {"type": "string"} in _types(catalog), "a STAC API URL must stay possible"
+    assert {"earth-search", "planetary-computer", "terrabyte", "auto"} <= set(catalog["examples"])
+    assert _types(catalog) == [{"type": "string"}], "a STAC API URL must stay possible"
 
 
 def test_update_form_types_and_descriptions():
