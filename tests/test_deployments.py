@@ -58,6 +58,24 @@ def test_two_deployments_on_the_stac2cube_pool():
     for d in found.values():
         assert d["work_pool"]["name"] == "stac2cube"
         assert d.get("description")
+        assert not d.get("parameters", {}).get("store", "").endswith("cube.icechunk")
+
+
+def test_no_pull_step_ties_a_deployment_to_the_checkout():
+    """An explicit empty pull list: `prefect deploy` would otherwise add
+    `set_working_directory: <checkout>` (issue 17 item 4); entrypoints are modules."""
+    config = yaml.safe_load(PREFECT_YAML.read_text())
+    assert config["pull"] == []
+    for d in deployments().values():
+        assert "pull" not in d
+        module, _, name = d["entrypoint"].partition(":")
+        assert module.startswith("stac2cube.flows.") and not module.endswith(".py"), d
+
+
+def test_schedule_names_its_time_zone_where_the_list_shows_it():
+    nightly = deployments()["nightly-update"]
+    assert "02:00 Europe/Berlin" in nightly["tags"]
+    assert "Europe/Berlin" in nightly["description"]
 
 
 def test_nightly_schedule_is_2am_berlin_across_daylight_saving():
@@ -254,6 +272,8 @@ def test_deploy_trigger_and_run_on_a_real_server(stac_url, tmp_path):
                     build = client.read_deployment_by_name("get-stac-layers/build-cube")
                     nightly = client.read_deployment_by_name("update-cube/nightly-update")
                     assert build.entrypoint == "stac2cube.flows.build:get_stac_layers"
+                    assert not build.pull_steps and not nightly.pull_steps  # no checkout
+                    assert build.parameter_openapi_schema["required"] == ["store"]
                     schema = build.parameter_openapi_schema["properties"]
                     assert schema["resampling"]["enum"][0] == "nearest"
                     assert all(p.get("description") for p in schema.values())
