@@ -68,7 +68,7 @@ def test_no_pull_step_ties_a_deployment_to_the_checkout():
     assert config["pull"] == []
     for d in deployments().values():
         assert "pull" not in d
-        module, _, name = d["entrypoint"].partition(":")
+        module = d["entrypoint"].partition(":")[0]
         assert module.startswith("stac2cube.flows.") and not module.endswith(".py"), d
 
 
