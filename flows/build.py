@@ -173,7 +173,8 @@ def replan(prepared: PreparedBuild) -> tuple[CubeState | None, Plan]:
 
 
 def write_products(cube: Cube | str, request: CubeRequest, written: list[str]) -> dict[str, str]:
-    """The files beside a committed cube: settings, statistics CSV, quicklook. Returns paths.
+    """The files beside a committed cube: settings, STAC Collection, statistics CSV, quicklook.
+    Returns paths.
 
     The record is the state the handle holds (the one just committed, or the cube's own with
     nothing new); the store is not read again for it.
@@ -185,6 +186,9 @@ def write_products(cube: Cube | str, request: CubeRequest, written: list[str]) -
     store = cube.name
     out = {"settings": str(write_settings(store, state.request, __version__))}
     try:
+        from stac2cube.collection import write_collection  # <cube>.collection.json (STAC)
+
+        out["collection"] = str(write_collection(cube))
         if request.statistics:
             from stac2cube.stats import write_statistics_csv
 
