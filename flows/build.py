@@ -28,7 +28,7 @@ from stac2cube.plan import Plan, plan_changes, rejected_entry, stamp_ledger
 from stac2cube.request import CubeRequest
 from stac2cube.settings import STATS_SUFFIX, sidecar_path, write_settings
 from stac2cube.signing import make_signer
-from stac2cube.spec import bound_parameters, with_spec_parameters
+from stac2cube.spec import bound_parameters, with_form_defaults, with_spec_parameters
 from stac2cube.steps import TimeStep, deduplicate
 from stac2cube.store import CubeState, check_compatible, merge_ledger, processing_record
 from stac2cube.tasks.group import group_task
@@ -46,6 +46,7 @@ MAX_PARALLEL_FEATURES = 4
 # the signature and the Args below are generated from them, so Prefect's typed form shows their
 # types, choices and descriptions. Prefect's own validation is off: resolve_requests checks
 # every parameter first thing, with the one-line errors the CLI gives.
+@with_form_defaults  # the form's schema: no null defaults (see there)
 @flow(name="get-stac-layers", validate_parameters=False, task_runner=AutoDaskTaskRunner())
 @with_spec_parameters()
 def get_stac_layers(**parameters: Any) -> dict[str, Any]:

@@ -401,10 +401,10 @@ def _field(name: str, section: str | None, annotation: Any, info: Any) -> SpecFi
 def form_annotation(annotation: Any, info: Any = None) -> Any:
     """The type a flow signature gives a parameter, for Prefect's form (its JSON schema).
 
-    ``None`` is dropped from an optional type (the form then opens on an input of the type, not
-    on "Property is type None"; an empty input still means the default), and the field's
-    constraints (``min_length``, ``ge``, ...) and ``examples`` are kept, so the form refuses,
-    e.g., a bbox of one number.
+    ``None`` is dropped from an optional type of one kind (the form then opens on an input of
+    the type, not on "Property is type None"; an empty input still means the default), and the
+    field's constraints (``min_length``, ``ge``, ...) and ``examples`` are kept, so the form
+    refuses, e.g., a bbox of one number.
 
     >>> form_annotation(int | None)
     <class 'int'>
@@ -412,7 +412,9 @@ def form_annotation(annotation: Any, info: Any = None) -> Any:
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
-        annotation = rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]  # noqa: UP007
+        # one type left: drop None; a union (aoi: object or string) keeps it, since Prefect's
+        # validator only adds null to a property with one "type"
+        annotation = rest[0] if len(rest) == 1 else annotation
     metadata = list(getattr(info, "metadata", None) or [])
     if getattr(info, "examples", None):
         metadata.append(Field(examples=info.examples))
@@ -628,6 +630,32 @@ def with_spec_parameters(
         return fn
 
     return decorate
+
+
+def with_form_defaults(flow_object: Any) -> Any:
+    """Give a Prefect flow made from :func:`with_spec_parameters` the signature its form is made
+    from: optional parameters whose default is None get *no* default in the JSON schema.
+
+    Prefect's run form fills every field with its schema default and then validates the values:
+    a ``"default": null`` on a typed field (a list, a date) failed as "None is not of type
+    'array'", and a nullable type opened on "Property is type None" (issue 17 item 2). Without
+    a default, the form opens on an empty input of the type and leaves it out when empty, and
+    Prefect's validator accepts an explicit null for such a field. The flow's function keeps the
+    None defaults, so calls bind exactly as before; only ``inspect.signature(flow)`` (what
+    ``prefect deploy`` and ``parameter_schema`` read) changes. Needs pydantic's ``MISSING``
+    (2.12+); without it the flow is left as it is.
+    """
+    try:
+        from pydantic import MISSING
+    except ImportError:  # pragma: no cover - older pydantic: schema defaults stay null
+        return flow_object
+    signature = inspect.signature(flow_object.fn)
+    params = [
+        p.replace(default=MISSING) if p.default is None else p
+        for p in signature.parameters.values()
+    ]
+    flow_object.__signature__ = signature.replace(parameters=params)
+    return flow_object
 
 
 def bound_parameters(fn: Callable[..., Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
