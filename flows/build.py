@@ -30,7 +30,7 @@ from stac2cube.plan import Plan, plan_changes, rejected_entry, stamp_ledger
 from stac2cube.request import CubeRequest
 from stac2cube.settings import STATS_SUFFIX, sidecar_path, write_settings
 from stac2cube.signing import make_signer
-from stac2cube.spec import bound_parameters, with_spec_parameters
+from stac2cube.spec import bound_parameters, with_form_defaults, with_spec_parameters
 from stac2cube.steps import TimeStep, deduplicate
 from stac2cube.store import (
     CubeState,
@@ -56,6 +56,7 @@ MAX_PARALLEL_FEATURES = 4
 # the signature and the Args below are generated from them, so Prefect's typed form shows their
 # types, choices and descriptions. Prefect's own validation is off: resolve_requests checks
 # every parameter first thing, with the one-line errors the CLI gives.
+@with_form_defaults  # the form's schema: no null defaults (see there)
 @flow(name="get-stac-layers", validate_parameters=False, task_runner=AutoDaskTaskRunner())
 @with_spec_parameters()
 def get_stac_layers(**parameters: Any) -> dict[str, Any]:
@@ -192,7 +193,8 @@ def replan(prepared: PreparedBuild) -> tuple[CubeState | None, Plan]:
 
 
 def write_products(cube: Cube | str, request: CubeRequest, written: list[str]) -> dict[str, str]:
-    """The files beside a committed cube: settings, statistics CSV, quicklook. Returns paths.
+    """The files beside a committed cube: settings, STAC Collection, statistics CSV, quicklook.
+    Returns paths.
 
     The record is the state the handle holds (the one just committed, or the cube's own with
     nothing new); the store is not read again for it.
@@ -204,6 +206,9 @@ def write_products(cube: Cube | str, request: CubeRequest, written: list[str]) -
     store = cube.name
     out = {"settings": str(write_settings(store, state.request, __version__))}
     try:
+        from stac2cube.collection import write_collection  # <cube>.collection.json (STAC)
+
+        out["collection"] = str(write_collection(cube))
         if request.statistics:
             from stac2cube.stats import write_statistics_csv
 

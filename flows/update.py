@@ -9,6 +9,7 @@ from prefect import flow
 
 from stac2cube._log import get_logger
 from stac2cube.flows.build import get_stac_layers
+from stac2cube.flows.report import publish_build_report
 from stac2cube.parameters import update_parameters
 from stac2cube.settings import read_settings
 from stac2cube.store import read_state
@@ -55,14 +56,16 @@ def update_cube(
     steps, params = update_parameters(store, end, lookback_days, batch_size)
     if params is None:
         get_logger().info("none of the cube's dates falls in the update window: nothing to do")
-        return {
-            "store": str(store),
-            "snapshot": None,
-            "added_time_steps": 0,
-            "replaced_time_steps": 0,
-            "time_steps": steps,
-            "scenes": 0,
-        }
+        return report_here(
+            {
+                "store": str(store),
+                "snapshot": None,
+                "added_time_steps": 0,
+                "replaced_time_steps": 0,
+                "time_steps": steps,
+                "scenes": 0,
+            }
+        )
     if cloud_layers:
         params["cloud_layers"] = True
     get_logger().info(
@@ -76,7 +79,19 @@ def update_cube(
         params["coregister"] = True
     if superres or superres_model_dir:
         params.update(superres=True, superres_model_dir=superres_model_dir)
-    return get_stac_layers(**params)
+    return report_here(get_stac_layers(**params))
+
+
+def report_here(summary: dict[str, Any], title: str = "Cube update") -> dict[str, Any]:
+    """Publish the run's report (:func:`~stac2cube.flows.report.publish_build_report`) on the
+    flow run that calls this: the run a user opens (a nightly-update run) says what happened,
+    not only its ``get-stac-layers`` subflow run. A report failure is logged, never raised.
+    """
+    try:
+        publish_build_report(summary, title=title)
+    except Exception as exc:  # artifacts are a courtesy: the cube is already committed
+        get_logger().warning("could not publish the run report: %s", exc)
+    return summary
 
 
 @flow(name="cube-from-settings", validate_parameters=False)
@@ -110,6 +125,9 @@ def cube_from_settings(
     params = read_settings(settings)
     store = params["store"]
     if read_state(store) is not None:
-        return update_cube(store=store, end=end, lookback_days=lookback_days, batch_size=batch_size)
+        summary = update_cube(
+            store=store, end=end, lookback_days=lookback_days, batch_size=batch_size
+        )
+        return report_here(summary)
     params.update(end=end, batch_size=batch_size)
-    return get_stac_layers(**params)
+    return report_here(get_stac_layers(**params), title="Cube build")
