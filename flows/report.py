@@ -27,10 +27,12 @@ __all__ = [
     "artifact_key",
     "percent_done",
     "publish_build_report",
+    "quicklook_markdown",
     "quicklook_png",
     "redact_url",
     "report_markdown",
     "time_step_rows",
+    "with_step_fractions",
 ]
 
 if TYPE_CHECKING:
@@ -96,10 +98,45 @@ def time_step_rows(info: Mapping[str, Any] | None) -> list[dict[str, Any]]:
             "scenes": step.get("scenes"),
             "radiometry": ", ".join(step.get("rules", [])),
             "cloud_fraction": step.get("cloud_fraction"),
+            "valid_fraction": step.get("valid_fraction"),
         }
         for step in info.get("time_steps", [])
     ]
     return rows[-MAX_TABLE_ROWS:]
+
+
+def with_step_fractions(info: Mapping[str, Any] | None, ds: xr.Dataset | None) -> Any:
+    """``info`` with each time step's ``cloud_fraction`` and ``valid_fraction`` from the cube's
+    per-step coordinates (:mod:`stac2cube.scene_metadata`), where they are numbers.
+
+    :func:`stac2cube.store.cube_info` describes the ledger (scenes, rules); the fractions are
+    coordinates of the dataset, computed from the SCL / QA_PIXEL band when it was loaded.
+    """
+    if not info or ds is None or "time" not in ds.coords:
+        return info
+    import numpy as np
+    import pandas as pd
+
+    times = [pd.Timestamp(t) for t in ds["time"].values]
+    columns = {}
+    for name in ("valid_fraction", "cloud_fraction"):
+        if name in ds.coords and ds[name].dims == ("time",):
+            values = np.asarray(ds[name].values, dtype="float64")
+            columns[name] = {
+                t: (float(v) if np.isfinite(v) else None)
+                for t, v in zip(times, values, strict=True)
+            }
+    if not columns:
+        return info
+    steps = []
+    for step in info.get("time_steps", []):
+        when = pd.Timestamp(step.get("time")).tz_localize(None) if step.get("time") else None
+        filled = dict(step)
+        for name, by_time in columns.items():
+            if filled.get(name) is None and when in by_time:
+                filled[name] = by_time[when]
+        steps.append(filled)
+    return {**info, "time_steps": steps}
 
 
 def report_markdown(
@@ -122,7 +159,13 @@ def report_markdown(
     if summary.get("snapshot") is None:
         lines += ["**Nothing new**: the cube already holds every matching scene.", ""]
     else:
-        lines += [f"Committed snapshot `{summary['snapshot']}`.", ""]
+        added, replaced = summary.get("added_time_steps", 0), summary.get("replaced_time_steps", 0)
+        lines += [
+            f"**Added {added} time step{'s' * (added != 1)}**"
+            + (f", replaced {replaced}" if replaced else "")
+            + f". Committed snapshot `{summary['snapshot']}`.",
+            "",
+        ]
     lines += [
         "| | |",
         "|---|---|",
@@ -182,6 +225,19 @@ def quicklook_png(ds: xr.Dataset, *, max_size: int = 256) -> bytes | None:
         return None
     newest = subsample(ds, max_size).isel(time=[-1]).load()
     return png_bytes(rgba_frame(newest, 0, names, channel_limits(newest, names)))
+
+
+def quicklook_markdown(png: bytes, caption: str) -> str:
+    """Markdown showing ``png`` inline, with a caption.
+
+    An image artifact (``create_image_artifact``) shows its URL under the picture, and a
+    ``data:`` URL is the whole picture as text; markdown shows only the picture.
+
+    >>> quicklook_markdown(b"x", "Newest time step").splitlines()[0]
+    '![Newest time step](data:image/png;base64,eA==)'
+    """
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    return f"![{caption}]({url})\n\n*{caption}*\n"
 
 
 def percent_done(done: int, total: int) -> float:
@@ -251,11 +307,7 @@ def publish_build_report(
         ``{"markdown": id, "table": id, "quicklook": id, "keys": [...]}``: the artifact ids (None
         where there was nothing to show) and keys.
     """
-    from prefect.artifacts import (
-        create_image_artifact,
-        create_markdown_artifact,
-        create_table_artifact,
-    )
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     store = str(summary.get("store", "cube"))
     if cube is None:
@@ -264,6 +316,8 @@ def publish_build_report(
         cube = Cube(store)
     if info is None:
         info = cube.info() if cube.state is not None else None
+    ds = cube.open_dataset(snapshot=info.get("snapshot")) if info else None
+    info = with_step_fractions(info, ds)
     report_key = artifact_key(store, "report")
     table_key = artifact_key(store, "time-steps")
     md_id = create_markdown_artifact(
@@ -279,10 +333,11 @@ def publish_build_report(
         )
     image_key = artifact_key(store, "quicklook")
     image_id = None
-    png = quicklook_png(cube.open_dataset(snapshot=info.get("snapshot"))) if info else None
+    png = quicklook_png(ds) if ds is not None else None
     if png is not None:
-        image_id = create_image_artifact(
-            image_url="data:image/png;base64," + base64.b64encode(png).decode(),
+        newest = (info.get("time_range") or [None, None])[1]
+        image_id = create_markdown_artifact(
+            markdown=quicklook_markdown(png, f"Newest time step of {store}: {newest}"),
             key=image_key,
             description=f"Newest time step of {store}",
         )

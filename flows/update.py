@@ -9,6 +9,7 @@ from prefect import flow
 
 from stac2cube._log import get_logger
 from stac2cube.flows.build import get_stac_layers
+from stac2cube.flows.report import publish_build_report
 from stac2cube.parameters import update_parameters
 from stac2cube.settings import read_settings
 from stac2cube.store import read_state
@@ -20,7 +21,10 @@ def update_cube(
     end: dt.date | None = None,
     lookback_days: int = 30,
     batch_size: int = 8,
+    cloud_layers: bool = False,
     coregister: bool = False,
+    superres: bool = False,
+    superres_model_dir: str | None = None,
 ) -> dict[str, Any]:
     """Extend the cube at ``store`` up to ``end`` with what its catalog has gained.
 
@@ -35,7 +39,12 @@ def update_cube(
         lookback_days: Search this many days before the cube's last time step, to catch late
             and reprocessed scenes.
         batch_size: Time steps read and written at a time.
+        cloud_layers: Start cloud layers (group ``clouds``) with the new steps; a cube that
+            has them keeps them current anyway.
         coregister: Turn co-registration on (a cube that has it stays co-registered anyway).
+        superres: Also super-resolve the new steps with SEN2SR (a cube whose group superres
+            exists gets them anyway, with the settings stored in the group).
+        superres_model_dir: Folder of the SEN2SR weights (default: the group's).
 
     Returns:
         The summary of :func:`~stac2cube.flows.build.get_stac_layers`.
@@ -47,14 +56,18 @@ def update_cube(
     steps, params = update_parameters(store, end, lookback_days, batch_size)
     if params is None:
         get_logger().info("none of the cube's dates falls in the update window: nothing to do")
-        return {
-            "store": str(store),
-            "snapshot": None,
-            "added_time_steps": 0,
-            "replaced_time_steps": 0,
-            "time_steps": steps,
-            "scenes": 0,
-        }
+        return report_here(
+            {
+                "store": str(store),
+                "snapshot": None,
+                "added_time_steps": 0,
+                "replaced_time_steps": 0,
+                "time_steps": steps,
+                "scenes": 0,
+            }
+        )
+    if cloud_layers:
+        params["cloud_layers"] = True
     get_logger().info(
         "updating %s: searching %s..%s on %s",
         store,
@@ -64,7 +77,21 @@ def update_cube(
     )
     if coregister:
         params["coregister"] = True
-    return get_stac_layers(**params)
+    if superres or superres_model_dir:
+        params.update(superres=True, superres_model_dir=superres_model_dir)
+    return report_here(get_stac_layers(**params))
+
+
+def report_here(summary: dict[str, Any], title: str = "Cube update") -> dict[str, Any]:
+    """Publish the run's report (:func:`~stac2cube.flows.report.publish_build_report`) on the
+    flow run that calls this: the run a user opens (a nightly-update run) says what happened,
+    not only its ``get-stac-layers`` subflow run. A report failure is logged, never raised.
+    """
+    try:
+        publish_build_report(summary, title=title)
+    except Exception as exc:  # artifacts are a courtesy: the cube is already committed
+        get_logger().warning("could not publish the run report: %s", exc)
+    return summary
 
 
 @flow(name="cube-from-settings", validate_parameters=False)
@@ -98,6 +125,9 @@ def cube_from_settings(
     params = read_settings(settings)
     store = params["store"]
     if read_state(store) is not None:
-        return update_cube(store=store, end=end, lookback_days=lookback_days, batch_size=batch_size)
+        summary = update_cube(
+            store=store, end=end, lookback_days=lookback_days, batch_size=batch_size
+        )
+        return report_here(summary)
     params.update(end=end, batch_size=batch_size)
-    return get_stac_layers(**params)
+    return report_here(get_stac_layers(**params), title="Cube build")

@@ -10,7 +10,9 @@ PY=${PYTHON:-python3}
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-APT_PKGS=(libgdal-dev gdal-bin postgresql-15-postgis-3 slurmctld slurmd slurm-client munge curl)
+# netcdf-bin: ncdump for the NetCDF export test; chromium + chromium-driver: the Prefect UI check
+APT_PKGS=(libgdal-dev gdal-bin postgresql-15-postgis-3 slurmctld slurmd slurm-client munge curl
+          netcdf-bin chromium chromium-driver)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -25,11 +25,18 @@ _CF_ENCODING = ("dtype", "scale_factor", "add_offset", "_FillValue", "units", "c
 
 
 def export_cube(
-    path: str | Path | Cube, fmt: ExportFormat, out: str | Path, *, snapshot: str | None = None
+    path: str | Path | Cube,
+    fmt: ExportFormat,
+    out: str | Path,
+    *,
+    snapshot: str | None = None,
+    cloud_threshold: float | None = None,
 ) -> list[Path]:
     """Write the cube at ``path`` (latest or ``snapshot``) to ``out`` in format ``fmt``.
 
-    ``path`` may be a :class:`~stac2cube.cube.Cube` handle.
+    ``path`` may be a :class:`~stac2cube.cube.Cube` handle. ``cloud_threshold`` exports the
+    masked view (clouds and shadows of the ``clouds`` group at that threshold, percent, as
+    NaN; see :func:`stac2cube.store.open_cube`).
 
     Returns:
         The files or stores written.
@@ -43,7 +50,11 @@ def export_cube(
     if out.exists():
         raise InvalidRequestError(f"export target {out} exists; choose a new --out path")
     cube = as_cube(path)
-    ds = cube.open_dataset(snapshot=snapshot)
+    ds = _cf_coordinates(cube.open_dataset(snapshot=snapshot))
+    if cloud_threshold is not None:
+        from stac2cube.clouds import masked_view
+
+        ds = masked_view(ds, cube.open_dataset("clouds", snapshot=snapshot), cloud_threshold)
     if fmt == "zarr":
         with warnings.catch_warnings():
             # consolidated metadata lets plain `xarray.open_zarr(out)` open it quickly and
@@ -65,13 +76,44 @@ def export_cube(
                 kept.update(zlib=True, complevel=4)
             if name in text:
                 kept.pop("dtype", None)
+            if name in ("x", "y", "time"):  # CF 2.5.1: no missing values in coordinates
+                kept["_FillValue"] = None
             var.encoding = kept
+        # CF 2.3: attribute names of letters, digits and underscores (stac2cube:request ->
+        # stac2cube_request)
+        nc.attrs = {k.replace(":", "_"): v for k, v in nc.attrs.items()}
         with warnings.catch_warnings():
             # zarr reports explicit little-endian dtypes; netCDF4 writes native order
             warnings.filterwarnings("ignore", message="endian-ness of dtype and endian kwarg")
             nc.to_netcdf(out, engine="netcdf4")
         return [out]
     return _export_cogs(cube, out, snapshot)
+
+
+def _cf_coordinates(ds):
+    """``ds`` with the CF attributes readers look for: ``Conventions``, and the axes of the
+    projected grid (``projection_x_coordinate`` in metres, ...) and of time."""
+    from stac2cube import __version__
+
+    ds = ds.copy()
+    ds.attrs = {
+        "Conventions": "CF-1.8",
+        "title": "stac2cube data cube",
+        "source": f"stac2cube {__version__}",
+        **ds.attrs,
+    }
+    axes = {
+        "x": {"standard_name": "projection_x_coordinate", "long_name": "x coordinate of "
+              "projection (pixel centre)", "units": "m", "axis": "X"},
+        "y": {"standard_name": "projection_y_coordinate", "long_name": "y coordinate of "
+              "projection (pixel centre)", "units": "m", "axis": "Y"},
+        "time": {"standard_name": "time", "long_name": "time of the step's first scene",
+                 "axis": "T"},
+    }  # fmt: skip
+    for name, attrs in axes.items():
+        if name in ds.coords:
+            ds[name].attrs = {**attrs, **ds[name].attrs}
+    return ds
 
 
 def _export_cogs(cube: Cube, out: Path, snapshot: str | None) -> list[Path]:

@@ -38,7 +38,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -52,6 +52,7 @@ ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
 SarScale = Literal["db", "linear"]
 TileMode = Literal["mosaic", "separate"]
 QuicklookFormat = Literal["none", "gif", "png"]
+SuperresModelName = Literal["rgbn", "full", "rswir-x2"]
 QaFlag = Literal[
     "fill", "dilated_cloud", "cirrus", "cloud", "cloud_shadow", "snow", "clear", "water"
 ]
@@ -81,8 +82,10 @@ class _Section(BaseModel):
 class AreaSpec(_Section):
     """Where: a box or polygons, and whether pixels outside the polygons are kept."""
 
-    bbox: list[float] | None = Field(
+    bbox: list[Annotated[float, Field(ge=-180, le=180)]] | None = Field(
         None,
+        min_length=4,
+        max_length=4,
         description="Area as WGS 84 [west, south, east, north] in degrees (or give `aoi`).",
         json_schema_extra=_cli(metavar=("W", "S", "E", "N"), nargs=4),
     )
@@ -132,10 +135,14 @@ class PeriodSpec(_Section):
 class SearchSpec(_Section):
     """Which catalog and collection, and the catalog-side cloud filter."""
 
-    catalog: CatalogChoice | str = Field(
+    # a plain string (an enum-or-string anyOf is a form Prefect's UI cannot type into):
+    # the known names are suggestions in `examples`
+    catalog: str = Field(
         "earth-search",
+        min_length=1,
         description="earth-search (default), planetary-computer, terrabyte, auto, or a STAC API "
-        "URL.",
+        "URL such as https://earth-search.aws.element84.com/v1.",
+        examples=[*typing.get_args(CatalogChoice), "https://earth-search.aws.element84.com/v1"],
     )
     collection: str | None = Field(
         None, description="Collection id; default: the catalog's collection for the mission."
@@ -248,6 +255,18 @@ class ProductSpec(_Section):
     )
 
 
+class CloudSpec(_Section):
+    """Cloud layers (:mod:`stac2cube.clouds`): s2cloudless on the matching L1C scenes."""
+
+    cloud_layers: bool = Field(
+        False,
+        description="Also write the cloud layers (s2cloudless on the matching Sentinel-2 L1C "
+        "scenes: cloud_prob, cloud_mask, group clouds) of the time steps this run writes, in "
+        "the same commit; a cube that has them keeps them current in every update, with the "
+        "settings of `stac2cube clouds` (default: 60 m, threshold 40).",
+    )
+
+
 class CoregSpec(_Section):
     """Co-registration of the time steps (:mod:`stac2cube.coregistration`)."""
 
@@ -256,6 +275,32 @@ class CoregSpec(_Section):
         description="Co-register every time step to the cube's stored reference with AROSICS "
         "(group coregistration; shifts in the coreg_* coordinates). A cube that has a "
         "reference stays co-registered on every build and update without this switch.",
+    )
+
+
+class SuperresSpec(_Section):
+    """Super-resolution (SEN2SR) of a Sentinel-2 cube's bands, kept in its group ``superres``.
+
+    Its fields are not part of the cube's identity: the stage's settings live in the group's
+    attributes (:mod:`stac2cube.superres`), so updates keep a cube that has the group current.
+    """
+
+    superres: bool = Field(
+        False,
+        description="Also super-resolve the Sentinel-2 bands to 2.5 m with SEN2SR into the "
+        "cube's group superres (needs the weights: superres_model_dir). A cube that has the "
+        "group keeps it current in every build and update.",
+    )
+    superres_model_dir: str | None = Field(
+        None,
+        description="Folder of the SEN2SR weights in the mlstac layout (see the README, "
+        "Super-resolution); default: the one the cube's superres group was made with.",
+        json_schema_extra=_cli(metavar="DIR"),
+    )
+    superres_model: SuperresModelName = Field(
+        "rgbn",
+        description="SEN2SR model: rgbn (B04 B03 B02 B08 to 2.5 m), full (10 bands to 2.5 m) "
+        "or rswir-x2 (B05 B06 B07 B8A B11 B12 to 10 m).",
     )
 
 
@@ -275,7 +320,9 @@ class CubeSpec(_Section):
     layers: LayerSpec = LayerSpec()
     filters: FilterSpec = FilterSpec()
     products: ProductSpec = ProductSpec()
+    clouds: CloudSpec = CloudSpec()
     coregistration: CoregSpec = CoregSpec()
+    superresolution: SuperresSpec = SuperresSpec()
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> CubeSpec:
@@ -373,6 +420,8 @@ class SpecField:
     default: Any
     description: str
     cli: Mapping[str, Any]
+    #: the annotation in the flow signature, hence the Prefect form (see :func:`form_annotation`)
+    form: Any = None
 
 
 def _fields() -> dict[str, SpecField]:
@@ -392,28 +441,65 @@ def _fields() -> dict[str, SpecField]:
 def _field(name: str, section: str | None, annotation: Any, info: Any) -> SpecField:
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     return SpecField(
-        name, section, annotation, info.default, info.description or "", extra.get("cli", {})
+        name,
+        section,
+        annotation,
+        info.default,
+        info.description or "",
+        extra.get("cli", {}),
+        form_annotation(info.annotation, info),  # pydantic's keeps inner Annotated constraints
     )
+
+
+def form_annotation(annotation: Any, info: Any = None) -> Any:
+    """The type a flow signature gives a parameter, for Prefect's form (its JSON schema).
+
+    ``None`` is dropped from an optional type of one kind (the form then opens on an input of
+    the type, not on "Property is type None"; an empty input still means the default), and the
+    field's constraints (``min_length``, ``ge``, ...) and ``examples`` are kept, so the form
+    refuses, e.g., a bbox of one number.
+
+    >>> form_annotation(int | None)
+    <class 'int'>
+    """
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        # one type left: drop None; a union (aoi: object or string) keeps it, since Prefect's
+        # validator only adds null to a property with one "type"
+        annotation = rest[0] if len(rest) == 1 else annotation
+    metadata = list(getattr(info, "metadata", None) or [])
+    if getattr(info, "examples", None):
+        metadata.append(Field(examples=info.examples))
+    return Annotated[(annotation, *metadata)] if metadata else annotation
 
 
 #: every flat parameter of a cube spec, in declaration order
 SPEC_FIELDS: dict[str, SpecField] = _fields()
 
 
-def _run_field(name: str, annotation: Any, default: Any, description: str, **cli: Any):
-    return SpecField(name, None, annotation, default, description, cli)
+def _run_field(
+    name: str, annotation: Any, default: Any, description: str, form: Any = None, **cli: Any
+):
+    return SpecField(
+        name, None, annotation, default, description, cli, form or form_annotation(annotation)
+    )
 
 
 #: parameters of a build run that are not part of the cube (the store, batching, features)
 RUN_FIELDS: dict[str, SpecField] = {
     f.name: f
     for f in (
+        # required (no default): a relative default wrote UI runs into the worker's directory
         _run_field(
             "store",
             str,
-            DEFAULT_STORE,
-            "Path of the cube store to create, or to extend if it exists. With `per_feature`, a "
-            "pattern with {name} (default {name}.icechunk) or a folder.",
+            inspect.Parameter.empty,
+            "Path of the cube store to create, or to extend if it exists, e.g. "
+            "/data/cubes/munich.icechunk (absolute: a deployment's run starts in a temporary "
+            "directory). With `per_feature`, a pattern with {name} such as "
+            "/data/cubes/{name}.icechunk, or a folder.",
+            Annotated[str, Field(min_length=1, examples=["/data/cubes/munich.icechunk"])],
         ),
         _run_field("batch_size", int, DEFAULT_BATCH_SIZE, "Time steps read and written at a time."),
         _run_field(
@@ -445,7 +531,8 @@ _FLOW_ORDER = (
     "crs", "anchor", "max_cloud", "aoi", "resampling", "batch_size", "mask_clouds", "scl_classes",
     "qa_flags", "sar_scale", "pc_key_block", "season", "dates", "clip", "tile_mode",
     "min_coverage", "max_scene_cloud", "indices", "composites", "statistics", "quicklook",
-    "per_feature", "name_field", "coregister",
+    "per_feature", "name_field", "cloud_layers", "coregister", "superres", "superres_model_dir",
+    "superres_model",
 )  # fmt: skip
 
 
@@ -540,8 +627,10 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "min_coverage": _number("min_coverage"),
     "max_scene_cloud": _number("max_scene_cloud"),
     "clip": _switch("clip"),
+    "superres": _switch("superres"),
     "mask_clouds": _switch("mask_clouds"),
     "statistics": _switch("statistics"),
+    "cloud_layers": _switch("cloud_layers"),
     "resampling": _choice("resampling", ResamplingName),
     "tile_mode": _choice("tile_mode", TileMode),
     "sar_scale": _choice("sar_scale", SarScale),
@@ -568,14 +657,15 @@ def _one_line(exc: ValidationError) -> str:
 
 def spec_parameters(names: Iterable[str] | None = None) -> list[inspect.Parameter]:
     """``inspect.Parameter`` objects of the flat parameters ``names`` (default: the build
-    flow's, in form order), for a flow signature."""
+    flow's, in form order), for a flow signature: keyword-only (a required one, such as
+    ``store``, may follow optional ones), typed for the form (:func:`form_annotation`)."""
     fields = {**SPEC_FIELDS, **RUN_FIELDS}
     return [
         inspect.Parameter(
             name,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
             default=fields[name].default,
-            annotation=fields[name].annotation,
+            annotation=fields[name].form or fields[name].annotation,
         )
         for name in (names or _FLOW_ORDER)
     ]
@@ -596,6 +686,32 @@ def with_spec_parameters(
         return fn
 
     return decorate
+
+
+def with_form_defaults(flow_object: Any) -> Any:
+    """Give a Prefect flow made from :func:`with_spec_parameters` the signature its form is made
+    from: optional parameters whose default is None get *no* default in the JSON schema.
+
+    Prefect's run form fills every field with its schema default and then validates the values:
+    a ``"default": null`` on a typed field (a list, a date) failed as "None is not of type
+    'array'", and a nullable type opened on "Property is type None" (issue 17 item 2). Without
+    a default, the form opens on an empty input of the type and leaves it out when empty, and
+    Prefect's validator accepts an explicit null for such a field. The flow's function keeps the
+    None defaults, so calls bind exactly as before; only ``inspect.signature(flow)`` (what
+    ``prefect deploy`` and ``parameter_schema`` read) changes. Needs pydantic's ``MISSING``
+    (2.12+); without it the flow is left as it is.
+    """
+    try:
+        from pydantic import MISSING
+    except ImportError:  # pragma: no cover - older pydantic: schema defaults stay null
+        return flow_object
+    signature = inspect.signature(flow_object.fn)
+    params = [
+        p.replace(default=MISSING) if p.default is None else p
+        for p in signature.parameters.values()
+    ]
+    flow_object.__signature__ = signature.replace(parameters=params)
+    return flow_object
 
 
 def bound_parameters(fn: Callable[..., Any], parameters: Mapping[str, Any]) -> dict[str, Any]:

@@ -42,8 +42,9 @@ def properties(entrypoint: str) -> dict[str, dict]:
 
 
 def _types(prop: dict) -> list[dict]:
-    """The alternatives of a property (``anyOf`` members, or the property itself)."""
-    return prop.get("anyOf", [prop])
+    """The alternatives of a property (``anyOf`` members, or the property's own type)."""
+    keys = ("type", "format", "items", "enum")
+    return prop.get("anyOf", [{k: prop[k] for k in keys if k in prop}])
 
 
 # -- the file ---------------------------------------------------------------------------------
@@ -57,6 +58,24 @@ def test_two_deployments_on_the_stac2cube_pool():
     for d in found.values():
         assert d["work_pool"]["name"] == "stac2cube"
         assert d.get("description")
+        assert not d.get("parameters", {}).get("store", "").endswith("cube.icechunk")
+
+
+def test_no_pull_step_ties_a_deployment_to_the_checkout():
+    """An explicit empty pull list: `prefect deploy` would otherwise add
+    `set_working_directory: <checkout>` (issue 17 item 4); entrypoints are modules."""
+    config = yaml.safe_load(PREFECT_YAML.read_text())
+    assert config["pull"] == []
+    for d in deployments().values():
+        assert "pull" not in d
+        module = d["entrypoint"].partition(":")[0]
+        assert module.startswith("stac2cube.flows.") and not module.endswith(".py"), d
+
+
+def test_schedule_names_its_time_zone_where_the_list_shows_it():
+    nightly = deployments()["nightly-update"]
+    assert "02:00 Europe/Berlin" in nightly["tags"]
+    assert "Europe/Berlin" in nightly["description"]
 
 
 def test_nightly_schedule_is_2am_berlin_across_daylight_saving():
@@ -120,6 +139,7 @@ def test_build_form_types_and_descriptions():
         assert {"type": "string", "format": "date"} in _types(props[name])
     bbox = next(t for t in _types(props["bbox"]) if t.get("type") == "array")
     assert bbox["items"]["type"] == "number"
+    assert (props["bbox"]["minItems"], props["bbox"]["maxItems"]) == (4, 4)
     assert props["resolution"]["type"] == "number"
     assert props["max_cloud"]["type"] == "number"
     assert props["batch_size"]["type"] == "integer"
@@ -131,11 +151,11 @@ def test_build_form_offers_mission_choices():
     assert "sentinel-2-l2a" in mission.get("enum", []), mission
 
 
-def test_build_form_offers_catalog_choices():
+def test_build_form_suggests_catalogs_in_a_typed_field():
+    """One string (a URL can be typed: issue 17 item 1); the known names are suggestions."""
     catalog = properties("stac2cube.flows.build:get_stac_layers")["catalog"]
-    choices = {v for t in _types(catalog) for v in t.get("enum", [])}
-    assert {"earth-search", "planetary-computer", "terrabyte", "auto"} <= choices, catalog
-    assert {"type": "string"} in _types(catalog), "a STAC API URL must stay possible"
+    assert {"earth-search", "planetary-computer", "terrabyte", "auto"} <= set(catalog["examples"])
+    assert _types(catalog) == [{"type": "string"}], "a STAC API URL must stay possible"
 
 
 def test_update_form_types_and_descriptions():
@@ -252,6 +272,8 @@ def test_deploy_trigger_and_run_on_a_real_server(stac_url, tmp_path):
                     build = client.read_deployment_by_name("get-stac-layers/build-cube")
                     nightly = client.read_deployment_by_name("update-cube/nightly-update")
                     assert build.entrypoint == "stac2cube.flows.build:get_stac_layers"
+                    assert not build.pull_steps and not nightly.pull_steps  # no checkout
+                    assert build.parameter_openapi_schema["required"] == ["store"]
                     schema = build.parameter_openapi_schema["properties"]
                     assert schema["resampling"]["enum"][0] == "nearest"
                     assert all(p.get("description") for p in schema.values())

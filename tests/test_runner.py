@@ -343,10 +343,11 @@ def test_build_report_artifacts_from_a_real_cube(stac_url, store_path):
     from stac2cube import open_cube
 
     image = _read_artifact(artifact_key(str(store_path), "quicklook"))
-    assert image.type == "image" and image.id == ids["quicklook"]
+    # markdown with the picture inline (an image artifact prints its data: URL as text)
+    assert image.type == "markdown" and image.id == ids["quicklook"]
     prefix = "data:image/png;base64,"
-    assert image.data.startswith(prefix)
-    png = Image.open(io.BytesIO(base64.b64decode(image.data.removeprefix(prefix))))
+    data = image.data.split(prefix, 1)[1].split(")", 1)[0]
+    png = Image.open(io.BytesIO(base64.b64decode(data)))
     newest = open_cube(store_path).isel(time=-1)
     assert png.mode == "RGBA" and png.size == (newest.sizes["x"], newest.sizes["y"])
     valid = np.isfinite(newest.B04.values) & np.isfinite(newest.B03.values)
