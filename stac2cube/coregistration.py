@@ -457,7 +457,10 @@ class CubeReader:
             sel = self.clouds.sel(time=time).isel(y=rows, x=cols)
             for name in ("cloud_mask", "shadow_mask"):
                 if name in sel.data_vars:
-                    m = np.asarray(sel[name].values, dtype="float64")
+                    layer = sel[name]
+                    if "threshold" in layer.dims:  # the lowest threshold: the most cloud
+                        layer = layer.isel(threshold=int(np.argmin(layer.threshold.values)))
+                    m = np.asarray(layer.values, dtype="float64")
                     ok &= np.isfinite(m) & (m == 0)
             if "cloud_mask" not in sel.data_vars:
                 p = np.asarray(sel["cloud_prob"].values, dtype="float64")
@@ -867,7 +870,8 @@ def write_coords(session, times: Sequence[str], results: dict[str, StepResult]) 
 
 
 def _layers(session, group: str | None) -> list[tuple[Any, str, float | None, tuple | None]]:
-    """The (time, y, x) arrays of a group: ``(array, kind, fill, clip)`` each."""
+    """The pixel arrays of a group along time (dims ``(..., time, ..., y, x)``): ``(array,
+    kind, fill, clip)`` each, ``clip`` in stored units (probabilities stay within 0..1)."""
     import zarr
 
     try:
@@ -879,7 +883,7 @@ def _layers(session, group: str | None) -> list[tuple[Any, str, float | None, tu
         if not isinstance(member, zarr.Array):
             continue
         dims = tuple(member.metadata.dimension_names or ())
-        if dims != ("time", "y", "x"):
+        if "time" not in dims or dims[-2:] != ("y", "x") or len(dims) < 3:
             continue
         attrs = member.attrs.asdict()
         fill = attrs.get("_FillValue", member.fill_value)
@@ -890,9 +894,25 @@ def _layers(session, group: str | None) -> list[tuple[Any, str, float | None, tu
             kind = "nearest"
         else:
             kind = "continuous"
-        clip = (0.0, 1.0) if name == "cloud_prob" and member.dtype.kind == "f" else None
+        clip = None
+        if name == "cloud_prob":  # a probability: 0..1 decoded
+            scale = float(attrs.get("scale_factor", 1.0))
+            offset = float(attrs.get("add_offset", 0.0))
+            clip = ((0.0 - offset) / scale, (1.0 - offset) / scale)
         out.append((member, kind, fill, clip))
     return out
+
+
+def _shift_layer(array, t: int, sx: float, sy: float, kind, fill, clip) -> None:
+    """Shift step ``t`` of one array (every index of its other leading dims, e.g. the
+    thresholds of a cloud mask)."""
+    import itertools
+
+    dims = tuple(array.metadata.dimension_names)
+    lead = dims[:-2]
+    ranges = [[t] if d == "time" else range(array.shape[k]) for k, d in enumerate(lead)]
+    for index in itertools.product(*ranges):
+        shift_array_step(array, index, sx, sy, kind=kind, fill=fill, strip=STRIP, clip=clip)
 
 
 def _decode_fill(fill: Any, dtype: np.dtype) -> float | None:
@@ -913,11 +933,11 @@ def _decode_fill(fill: Any, dtype: np.dtype) -> float | None:
 
 
 def apply_shift(session, t: int, time: str, sx: float, sy: float) -> int:
-    """Shift every (time, y, x) layer of step ``t`` of the main group, and the step's layers of
-    the cloud group, by ``(sx, sy)``. Returns the number of layers shifted."""
+    """Shift every pixel layer of step ``t`` of the main group, and the step's layers of the
+    cloud group, by ``(sx, sy)``. Returns the number of layers shifted."""
     n = 0
     for array, kind, fill, clip in _layers(session, None):
-        shift_array_step(array, (t,), sx, sy, kind=kind, fill=fill, strip=STRIP, clip=clip)
+        _shift_layer(array, t, sx, sy, kind, fill, clip)
         n += 1
     clouds = _layers(session, CLOUDS_GROUP)
     if clouds:
@@ -927,7 +947,7 @@ def apply_shift(session, t: int, time: str, sx: float, sy: float) -> int:
         match = np.flatnonzero(pd.DatetimeIndex(times) == pd.Timestamp(time).tz_localize(None))
         for array, kind, fill, clip in clouds:
             if match.size:
-                shift_array_step(array, (int(match[0]),), sx, sy, kind=kind, fill=fill, clip=clip)
+                _shift_layer(array, int(match[0]), sx, sy, kind, fill, clip)
                 n += 1
     return n
 

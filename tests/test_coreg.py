@@ -367,8 +367,9 @@ def test_build_with_coregister_then_update_keeps_it(coreg_api, stac_url, tmp_pat
 
 
 def test_cloud_layers_decide_clear_and_are_shifted(plain_cube, tmp_path):
-    """With a ``clouds`` group (cloud_prob 0-1, cloud_mask, shadow_mask), its masks decide
-    which pixels are clear (not SCL), and its layers are shifted with the bands."""
+    """With a ``clouds`` group laid out like the cloud-layers stage writes it (cloud_prob
+    uint8 x 0.01, cloud_mask per threshold, shadow_mask; fill 255), its masks decide which
+    pixels are clear (not SCL), and its layers are shifted with the bands."""
     import shutil
 
     import xarray as xr
@@ -382,19 +383,28 @@ def test_cloud_layers_decide_clear_and_are_shifted(plain_cube, tmp_path):
     ds = cube.open_dataset()
     n, h, w = ds.sizes["time"], ds.sizes["y"], ds.sizes["x"]
     mask = np.zeros((n, h, w), "uint8")
-    mask[1, 70:130, 70:130] = 1  # a cloud SCL does not know of, on 2024-01-10
+    # a cloud SCL does not know of, on 2024-01-10, over the centre (where the first window
+    # would sit if SCL decided)
+    mask[1, 70:130, 70:130] = 1
     prob = np.where(mask == 1, 0.9, 0.05).astype("float32")
-    prob[1, :, :10] = 1.0  # a sharp edge: Lanczos ringing must be clipped to 0..1
+    prob[1, :, :10] = 1.0  # a sharp edge: Lanczos ringing must stay within 0..1
     clouds = xr.Dataset(
         {
             "cloud_prob": (("time", "y", "x"), prob),
-            "cloud_mask": (("time", "y", "x"), mask),
+            "cloud_mask": (("threshold", "time", "y", "x"), np.stack([mask, mask])),
             "shadow_mask": (("time", "y", "x"), np.zeros_like(mask)),
         },
-        coords={"time": ds.time.values, "y": ds.y.values, "x": ds.x.values},
-    )
+        coords={"time": ds.time.values, "y": ds.y.values, "x": ds.x.values,
+                "threshold": [40.0, 60.0]},
+    )  # fmt: skip
+    fill = {"dtype": "uint8", "_FillValue": 255}
+    encoding = {
+        "cloud_prob": {**fill, "scale_factor": np.float32(0.01), "add_offset": np.float32(0)},
+        "cloud_mask": fill,
+        "shadow_mask": fill,
+    }
     session = cube.repository().writable_session("main")
-    clouds.to_zarr(session.store, group="clouds", mode="w", consolidated=False)
+    clouds.to_zarr(session.store, group="clouds", mode="w", consolidated=False, encoding=encoding)
     session.commit("test: cloud layers")
     summary = coregister_scenes(store=str(store), reference="2024-01-05", window=64)
     entry = next(e for e in Cube(store).ledger if e["time"].startswith("2024-01-10"))
@@ -406,11 +416,15 @@ def test_cloud_layers_decide_clear_and_are_shifted(plain_cube, tmp_path):
     x = _by_day(open_cube(store), "coreg_x_shift_px")["2024-01-10"]
     y = _by_day(open_cube(store), "coreg_y_shift_px")["2024-01-10"]
     assert abs(x + 0.3) <= 0.05 and abs(y - 1.7) <= 0.05, (x, y)
-    after = Cube(store).open_dataset(group="clouds").load()
-    assert after["cloud_mask"].dtype == np.uint8
-    # nearest: content moved 2 rows south (round(1.7)) and 0 columns (round(-0.3))
-    np.testing.assert_array_equal(after["cloud_mask"].values[1, 2:], mask[1, :-2])
-    np.testing.assert_array_equal(after["cloud_mask"].values[0], mask[0])  # reference step
-    p = after["cloud_prob"].values[1]
-    assert np.nanmin(p) >= 0.0 and np.nanmax(p) <= 1.0
-    assert np.isnan(p[:2]).all()  # rows from outside the grid: nodata
+    raw = Cube(store).open_dataset(group="clouds", decode=False).load()
+    assert raw["cloud_mask"].dtype == np.uint8 and raw["cloud_prob"].dtype == np.uint8
+    # nearest: content moved 2 rows south (round(1.7)) and 0 columns (round(-0.3)), for
+    # every threshold; the 2 rows from outside the grid are nodata (255)
+    for k in range(2):
+        np.testing.assert_array_equal(raw["cloud_mask"].values[k, 1, 2:], mask[1, :-2])
+        assert (raw["cloud_mask"].values[k, 1, :2] == 255).all()
+        np.testing.assert_array_equal(raw["cloud_mask"].values[k, 0], mask[0])  # reference
+    np.testing.assert_array_equal(raw["shadow_mask"].values[1, 2:], 0)
+    p = raw["cloud_prob"].values[1]
+    assert (p[:2] == 255).all()
+    assert p[2:].min() >= 0 and p[2:].max() <= 100  # 0..1 decoded
