@@ -72,12 +72,11 @@ def measure_steps(store: Path, window: int) -> dict[str, list[float]]:
     from geoarray import GeoArray
 
     from stac2cube.coreg_shift import from_stored, to_stored
+    from stac2cube.coreg_store import _layers, apply_shift
     from stac2cube.coregistration import (
         NODATA,
         CubeReader,
-        _layers,
         _stored_image,
-        apply_shift,
         cell_counts,
         check_cube,
         estimate_step,

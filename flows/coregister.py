@@ -10,15 +10,14 @@ from prefect.utilities.annotations import quote
 
 from stac2cube import __version__
 from stac2cube._log import get_logger
+from stac2cube.coreg_store import ledger_with, tag_before
 from stac2cube.coregistration import (
     GROUP,
     OK,
     CoregRun,
     check_cube,
-    ledger_with,
     make_settings,
     stored_reference,
-    tag_before,
 )
 from stac2cube.cube import Cube, as_cube
 from stac2cube.tasks.coregister import coregister_task
