@@ -53,7 +53,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,12 @@ METHODS = [
     "stac2cube-flow",
     "stac2cube-warm",
     "stac2cube-stages",
+    "stac2cube-threads",
+    "stac2cube-processes",
+    "stac2cube-cli",
+    "stac2cube-cli-b1",
+    "stac2cube-cli-b8",
+    "stac2cube-cli-b32",
 ]
 FLOOR, BASELINE = "rasterio-threads", "stackstac-zarr"
 
@@ -112,6 +118,45 @@ def timed(stages: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
+
+
+class TreeRss:
+    """Samples the summed RSS of this process and all its descendants (Dask worker processes,
+    a CLI child) every ``interval`` seconds in a thread; ``peak_mb`` is the largest sum."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import threading
+
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            with suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
 
 
 def zarr_checksum(store, var: str) -> tuple[list[int], int]:
@@ -229,13 +274,72 @@ def run_stac2cube_flow(job: dict[str, Any], warm: bool) -> dict[str, Any]:
         result["warmup_seconds"] = time.perf_counter() - t0
     store = work / "stac2cube.icechunk"
     t0 = time.perf_counter()
-    state = get_stac_layers(**flow_kwargs(job, store), return_state=True)
+    with TreeRss() as tree:
+        state = get_stac_layers(**flow_kwargs(job, store), return_state=True)
     result["seconds"] = time.perf_counter() - t0
+    result["tree_rss_mb"] = tree.peak_mb
     state.result()  # raises if the flow failed
     if warm:
         result.update(task_profile(state))
     result["shape"], result["checksum"] = cube_checksum(store)
     return result
+
+
+def run_stac2cube_runner(job: dict[str, Any], runner: str) -> dict[str, Any]:
+    """The warm flow (after an untimed small build) on another task runner: ``threads`` (no
+    Dask cluster: Prefect's thread pool, dask's local threaded scheduler) or ``processes`` (a
+    ``LocalCluster`` of 2 single-threaded worker processes that write through the run's fork).
+    """
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from stac2cube import get_stac_layers
+    from stac2cube.blocks import DaskCluster
+    from stac2cube.flows.runner import task_runner_for
+
+    if runner == "threads":
+        task_runner = ThreadPoolTaskRunner()
+    else:
+        block = DaskCluster(kind="local", local_processes=True, n_workers=2, threads_per_worker=1)
+        task_runner = task_runner_for("local", block)
+    flow = get_stac_layers.with_options(task_runner=task_runner)
+    work = Path(job["work"])
+    t0 = time.perf_counter()
+    flow(**flow_kwargs(job, work / "warmup.icechunk", bbox=job["small_bbox"]))
+    result: dict[str, Any] = {"warmup_seconds": time.perf_counter() - t0}
+    store = work / "stac2cube.icechunk"
+    t0 = time.perf_counter()
+    with TreeRss() as tree:
+        flow(**flow_kwargs(job, store))
+    result["seconds"] = time.perf_counter() - t0
+    result["tree_rss_mb"] = tree.peak_mb
+    result["shape"], result["checksum"] = cube_checksum(store)
+    return result
+
+
+def run_stac2cube_cli(job: dict[str, Any], batch_size: int | None = None) -> dict[str, Any]:
+    """``stac2cube build`` end to end in a child process (its own Prefect start-up, imports and
+    all), with ``--batch-size`` if given; the time is the child's wall time, the peak RSS the
+    summed RSS of the child and its descendants."""
+    import resource
+    import subprocess
+
+    kw = flow_kwargs(job, Path(job["work"]) / "cli.icechunk")
+    argv = [sys.executable, "-m", "stac2cube.cli", "build", "--mission", kw["mission"]]
+    argv += ["--bbox", *map(str, kw["bbox"]), "--start", kw["start"][:10]]
+    argv += ["--end", kw["end"][:10], "--catalog", kw["catalog"], "--collection"]
+    argv += [kw["collection"], "--bands", *kw["bands"], "--crs", kw["crs"], "--store", kw["store"]]
+    if batch_size is not None:
+        argv += ["--batch-size", str(batch_size)]
+    t0 = time.perf_counter()
+    with TreeRss() as tree:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(f"stac2cube build failed: {proc.stderr[-2000:]}")
+    shape, checksum = cube_checksum(Path(kw["store"]))
+    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": seconds, "shape": shape, "checksum": checksum, "child_rss_mb": child_rss,
+            "tree_rss_mb": tree.peak_mb, "stderr_lines": len(proc.stderr.splitlines())}  # fmt: skip
 
 
 def run_stac2cube_stages(job: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +381,7 @@ def run_stac2cube_stages(job: dict[str, Any]) -> dict[str, Any]:
         with timed(stages, "load (lazy)"):
             raw = load_raw(request, [i for s in batch for i in s.items])
         with timed(stages, "preprocess (lazy)"):
-            ds, batch_entries = build_dataset(request, batch, raw)
+            ds, batch_entries = build_dataset(request, batch, raw, integers=True)
             stamp_ledger(batch_entries, batch)
             entries.extend(batch_entries)
         with timed(stages, "read + radiometry + mosaic + write (streamed by chunk)"):
@@ -304,6 +408,12 @@ WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "stac2cube-flow": lambda job: run_stac2cube_flow(job, warm=False),
     "stac2cube-warm": lambda job: run_stac2cube_flow(job, warm=True),
     "stac2cube-stages": run_stac2cube_stages,
+    "stac2cube-threads": lambda job: run_stac2cube_runner(job, "threads"),
+    "stac2cube-processes": lambda job: run_stac2cube_runner(job, "processes"),
+    "stac2cube-cli": run_stac2cube_cli,
+    "stac2cube-cli-b1": lambda job: run_stac2cube_cli(job, 1),
+    "stac2cube-cli-b8": lambda job: run_stac2cube_cli(job, 8),
+    "stac2cube-cli-b32": lambda job: run_stac2cube_cli(job, 32),
     "prefect-init": prefect_init,
 }
 
@@ -316,6 +426,12 @@ IMPORTS: dict[str, list[str]] = {
     "stac2cube-flow": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
     "stac2cube-warm": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
     "stac2cube-stages": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
+    "stac2cube-threads": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
+    "stac2cube-processes": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
+    "stac2cube-cli": ["stac2cube"],
+    "stac2cube-cli-b1": ["stac2cube"],
+    "stac2cube-cli-b8": ["stac2cube"],
+    "stac2cube-cli-b32": ["stac2cube"],
     "prefect-init": ["prefect"],
 }
 
@@ -345,7 +461,10 @@ def summarise(results: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
             "median": statistics.median(secs),
             "min": min(secs),
             "max": max(secs),
-            "rss": max(r["peak_rss_mb"] for r in runs),
+            "rss": max(
+                max(r["peak_rss_mb"], r.get("tree_rss_mb", 0.0), r.get("child_rss_mb", 0.0))
+                for r in runs
+            ),
             "imports": statistics.median(r["import_seconds"] for r in runs),
             "shape": runs[0]["shape"],
             "checksum": runs[0]["checksum"],

@@ -1,4 +1,5 @@
-"""Prefect Blocks of stac2cube: a STAC catalog, a cube store and a Dask cluster.
+"""Prefect Blocks of stac2cube: a STAC catalog, a cube store, a Dask cluster and a
+super-resolution model.
 
 Register their types with a Prefect server (so the UI offers them)::
 
@@ -8,5 +9,6 @@ Register their types with a Prefect server (so the UI offers them)::
 from stac2cube.blocks.catalog import StacCatalog
 from stac2cube.blocks.cluster import DaskCluster
 from stac2cube.blocks.store import CubeStore
+from stac2cube.blocks.superres import SuperresModel
 
-__all__ = ["CubeStore", "DaskCluster", "StacCatalog"]
+__all__ = ["CubeStore", "DaskCluster", "StacCatalog", "SuperresModel"]

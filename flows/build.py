@@ -12,6 +12,8 @@ from prefect.utilities.annotations import quote
 
 from stac2cube import __version__
 from stac2cube._log import get_logger
+from stac2cube._progress import plan_steps, skip_steps
+from stac2cube.coregistration import coregister_build_steps, with_cube_placeholders
 from stac2cube.cube import Cube, as_cube
 from stac2cube.dataset import static_steps
 from stac2cube.errors import (
@@ -30,12 +32,20 @@ from stac2cube.settings import STATS_SUFFIX, sidecar_path, write_settings
 from stac2cube.signing import make_signer
 from stac2cube.spec import bound_parameters, with_form_defaults, with_spec_parameters
 from stac2cube.steps import TimeStep, deduplicate
-from stac2cube.store import CubeState, check_compatible, merge_ledger, processing_record
+from stac2cube.store import (
+    CubeState,
+    check_compatible,
+    forked,
+    merge_ledger,
+    processing_record,
+)
+from stac2cube.superres import SuperresSettings, build_settings, run_settings
 from stac2cube.tasks.group import group_task
 from stac2cube.tasks.load import load_task
 from stac2cube.tasks.plan import plan_task
 from stac2cube.tasks.preprocess import preprocess_task
 from stac2cube.tasks.search import search_task
+from stac2cube.tasks.superres import superres_task
 from stac2cube.tasks.write import commit_task, rewrite_task, write_task
 
 #: Feature cubes built at the same time by one flow run (``per_feature``).
@@ -76,10 +86,15 @@ def get_stac_layers(**parameters: Any) -> dict[str, Any]:
     requests = resolve_requests(params)
     pc_key = _planetary_computer_key(params["pc_key_block"])
     batch_size = params["batch_size"]
+    superres = build_settings(params)  # the stage's switch, checked before the search
     if params["per_feature"]:
-        return {"cubes": build_feature_cubes(requests, batch_size, pc_key=pc_key)}
+        return {
+            "cubes": build_feature_cubes(requests, batch_size, pc_key=pc_key, superres=superres)
+        }
     ((request, target),) = requests.values()
-    return execute_build(prepare_build(request, target), batch_size, pc_key=pc_key)
+    return execute_build(
+        prepare_build(request, target), batch_size, pc_key=pc_key, superres=superres
+    )
 
 
 @dataclass(frozen=True)
@@ -120,7 +135,11 @@ def prepare_build(request: CubeRequest, store: str | Path | Cube) -> PreparedBui
 
 
 def execute_build(
-    prepared: PreparedBuild, batch_size: int = 8, *, pc_key: str | None = None
+    prepared: PreparedBuild,
+    batch_size: int = 8,
+    *,
+    pc_key: str | None = None,
+    superres: SuperresSettings | None = None,
 ) -> dict[str, Any]:
     """Write a prepared build, then its settings, statistics and quicklook, all under the store
     lock (two runs never write one cube, or the files beside it, at the same time)."""
@@ -133,7 +152,7 @@ def execute_build(
         if not plan.empty:
             with pixel_client():  # the cluster starts here, only when there is pixel work
                 snapshot, ledger, written = write_plan(
-                    request, plan, cube, batch_size, pc_key=pc_key
+                    request, plan, cube, batch_size, pc_key=pc_key, superres=superres
                 )
         products = write_products(cube, request, written)
     summary = _summary(cube.name, snapshot, plan, ledger)
@@ -217,6 +236,7 @@ def build_feature_cubes(
     *,
     pc_key: str | None = None,
     max_parallel: int = MAX_PARALLEL_FEATURES,
+    superres: SuperresSettings | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Build one cube per feature: all searched and planned first, then written in parallel.
 
@@ -242,7 +262,12 @@ def build_feature_cubes(
     with pixel_client(), ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
         futures = {
             name: pool.submit(
-                contextvars.copy_context().run, execute_build, p, batch_size, pc_key=pc_key
+                contextvars.copy_context().run,
+                execute_build,
+                p,
+                batch_size,
+                pc_key=pc_key,
+                superres=superres,
             )
             for name, p in prepared.items()
         }
@@ -300,6 +325,7 @@ def write_plan(
     batch_size: int = 8,
     *,
     pc_key: str | None = None,
+    superres: SuperresSettings | None = None,
 ) -> tuple[str | None, list, list[str]]:
     """Load, preprocess and write the plan's time steps into the cube; commit once.
 
@@ -316,25 +342,42 @@ def write_plan(
     """
     state = cube.state  # read under the lock (replan)
     with cube.writing() as session:
-        staged = stage_batches(request, plan, cube, session, batch_size, pc_key=pc_key)
-        written = [e["time"] for e in staged.entries]
-        if not written and state is None:
-            raise EmptySearchError(
-                f"no time step passed the filters (min_coverage {request.min_coverage:g}, "
-                f"max_scene_cloud {request.max_scene_cloud:g}%); nothing was written"
-            )
-        replaced = {t: old for t, old in plan.replaced_times.items() if t in set(written)}
-        if staged.parts:  # inserts and replacements, written in time order
-            insert_steps(cube, session, staged.parts, replaced, batch_size)
+        # the pixels: workers write them through a fork of the session, merged back here
+        with forked(session) as pixels:
+            staged = stage_batches(request, plan, cube, pixels, batch_size, pc_key=pc_key)
+            written = [e["time"] for e in staged.entries]
+            if not written and state is None:
+                raise EmptySearchError(
+                    f"no time step passed the filters (min_coverage {request.min_coverage:g}, "
+                    f"max_scene_cloud {request.max_scene_cloud:g}%); nothing was written"
+                )
+            replaced = {t: old for t, old in plan.replaced_times.items() if t in set(written)}
+            if staged.parts:  # inserts and replacements, written in time order
+                insert_steps(cube, pixels, staged.parts, replaced, batch_size)
         ledger = merge_ledger(cube.ledger, staged.entries, replaced)
         record = described_with_range(request, state)
         record["rejected"] = merge_rejected(
             record.get("rejected", []), staged.rejected, staged.entries
         )
+        if written:  # cloud layers of the steps this run wrote (on, or kept current)
+            from stac2cube.clouds_store import keep_cloud_layers
+
+            keep_cloud_layers(session, cube, record, ledger, written, on=request.cloud_layers)
+        # co-registration after the cloud layers (they are shifted with the bands) and before
+        # the composites (they describe aligned pixels)
+        ledger = coregister_build_steps(
+            session, cube, record, ledger, written, enable=request.coregister, log=get_logger().info
+        )
         if record.get("composites") and written:  # the periods of the steps this run changed
             from stac2cube.composites import write_composites
 
             write_composites(session, record["composites"], [*written, *replaced.values()])
+        superres = run_settings(session, superres)  # asked for, or the cube's group has it
+        if superres is not None and written:  # the steps this run wrote, same session
+            superres_task(
+                session, quote(cube), written, quote(superres), ledger=quote(ledger),
+                record=quote(record),
+            )  # fmt: skip
         n_scenes = sum(len(e["items"]) for e in staged.entries)
         counts = {
             "added_time_steps": len(written) - len(replaced),
@@ -386,19 +429,22 @@ def stage_batches(
     out = StagedSteps()
     first = state is None
     progress = ProgressArtifact(cube.name, total=len(steps))
+    plan_steps(len(steps))  # the terminal's bar, when one is shown
     processing = processing_record(request.describe())  # recorded in every ledger entry
     for k in range(0, len(steps), batch_size):
         batch = steps[k : k + batch_size]
         items_b = [i for s in batch for i in s.items]
         signer = make_signer(request.catalog, items_b, key=pc_key)
         raw = load_task(request, quote(items_b), signer=signer)
-        ds, batch_entries = preprocess_task(request, quote(batch), quote(raw))
+        ds, batch_entries = preprocess_task(request, quote(batch), quote(raw), integers=True)
+        ds = with_cube_placeholders(cube, ds)  # coreg_* coordinates of a co-registered cube
         stamp_ledger(batch_entries, batch)
         for entry in batch_entries:
             entry["processing"] = dict(processing)
         ds, batch_entries, items_b = filter_steps(request, ds, batch_entries, batch)
         kept = {e["time"] for e in batch_entries}
         out.rejected += [rejected_entry(s) for s in batch if s.time.isoformat() not in kept]
+        skip_steps(len(batch) - len(batch_entries))
         if not batch_entries:
             progress.update(k + len(batch))
             continue

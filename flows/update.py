@@ -21,6 +21,10 @@ def update_cube(
     end: dt.date | None = None,
     lookback_days: int = 30,
     batch_size: int = 8,
+    cloud_layers: bool = False,
+    coregister: bool = False,
+    superres: bool = False,
+    superres_model_dir: str | None = None,
 ) -> dict[str, Any]:
     """Extend the cube at ``store`` up to ``end`` with what its catalog has gained.
 
@@ -35,6 +39,12 @@ def update_cube(
         lookback_days: Search this many days before the cube's last time step, to catch late
             and reprocessed scenes.
         batch_size: Time steps read and written at a time.
+        cloud_layers: Start cloud layers (group ``clouds``) with the new steps; a cube that
+            has them keeps them current anyway.
+        coregister: Turn co-registration on (a cube that has it stays co-registered anyway).
+        superres: Also super-resolve the new steps with SEN2SR (a cube whose group superres
+            exists gets them anyway, with the settings stored in the group).
+        superres_model_dir: Folder of the SEN2SR weights (default: the group's).
 
     Returns:
         The summary of :func:`~stac2cube.flows.build.get_stac_layers`.
@@ -56,6 +66,8 @@ def update_cube(
                 "scenes": 0,
             }
         )
+    if cloud_layers:
+        params["cloud_layers"] = True
     get_logger().info(
         "updating %s: searching %s..%s on %s",
         store,
@@ -63,6 +75,10 @@ def update_cube(
         params["end"],
         params["catalog"],
     )
+    if coregister:
+        params["coregister"] = True
+    if superres or superres_model_dir:
+        params.update(superres=True, superres_model_dir=superres_model_dir)
     return report_here(get_stac_layers(**params))
 
 

@@ -39,10 +39,13 @@ __all__ = [
     "Stac2CubeError",
     "StoreError",
     "__version__",
+    "coregister_scenes",
     "cube_info",
     "export_cube",
+    "get_cloud_layers",
     "get_stac_layers",
     "open_cube",
+    "super_resolution",
     "update_cube",
 ]
 
@@ -50,17 +53,23 @@ _LAZY = {
     "Cube": "stac2cube.cube",
     "CubeSpec": "stac2cube.spec",
     "get_stac_layers": "stac2cube.flows.build",
+    "get_cloud_layers": "stac2cube.flows.clouds",
     "open_cube": "stac2cube.store",
     "cube_info": "stac2cube.store",
     "update_cube": "stac2cube.flows.update",
+    "super_resolution": "stac2cube.flows.superres",
     "export_cube": "stac2cube.export",
     "ProcessingOptions": "stac2cube.radiometry",
+    "coregister_scenes": "stac2cube.flows.coregister",
 }
 
 if TYPE_CHECKING:
     from stac2cube.cube import Cube
     from stac2cube.export import export_cube
     from stac2cube.flows.build import get_stac_layers
+    from stac2cube.flows.clouds import get_cloud_layers
+    from stac2cube.flows.coregister import coregister_scenes
+    from stac2cube.flows.superres import super_resolution
     from stac2cube.flows.update import update_cube
     from stac2cube.radiometry import ProcessingOptions
     from stac2cube.spec import CubeSpec

@@ -37,9 +37,15 @@ class _QuietConsole(logging.Filter):
     """The console without ``--debug``: no Dask logs, no tracebacks, and none of Prefect's
     reports of a failed run (the CLI prints the error itself, as the last line on stderr)."""
 
+    def __init__(self, verbose: bool = False):
+        super().__init__()
+        self.verbose = verbose
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "distributed" or record.name.startswith("distributed."):
             return False
+        if not self.verbose and record.levelno < logging.WARNING:
+            return False  # quiet by default: the progress bar and the summary say enough
         if record.name.startswith("prefect") and (
             record.levelno >= logging.ERROR or record.getMessage().startswith(_FAILED_STATES)
         ):
@@ -52,10 +58,11 @@ _FAILED_STATES = tuple(f"Finished in state {s}" for s in ("Failed", "Crashed", "
 
 
 @contextlib.contextmanager
-def _console(debug: bool):
-    """Everything on the console with ``debug``; else only what :class:`_QuietConsole` keeps."""
+def _console(debug: bool, verbose: bool = False):
+    """Everything on the console with ``debug``; else only what :class:`_QuietConsole` keeps
+    (warnings and errors; with ``verbose`` the run's INFO lines too)."""
     handlers = [] if debug else logging.getLogger().handlers
-    quiet = _QuietConsole()
+    quiet = _QuietConsole(verbose)
     for handler in handlers:
         handler.addFilter(quiet)
     try:
@@ -78,7 +85,7 @@ def _flow_context(args: argparse.Namespace):
         os.environ[CLUSTER_ENV] = args.dask_cluster
     with (
         shared_prefect_api(),
-        _console(args.debug),
+        _console(args.debug, getattr(args, "verbose", False)),
         TerminalProgress("reading and writing pixels"),
     ):
         yield
@@ -88,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stac2cube`` command."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    verbose = "--verbose" in argv  # anywhere on the line, before or after the command
     _configure_environment(debug)
     from stac2cube.errors import Stac2CubeError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args([a for a in argv if a != "--verbose"])
+    args.verbose = verbose or args.verbose
     try:
         commands = {
             "build": cmd_build,
@@ -101,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             "history": cmd_history,
             "rollback": cmd_rollback,
             "export": cmd_export,
+            "coregister": cmd_coregister,
             "availability": cmd_availability,
+            "clouds": cmd_clouds,
+            "superres": cmd_superres,
+            "gc": cmd_gc,
         }
         return commands[args.command](args)
     except Stac2CubeError as exc:
@@ -119,12 +132,35 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+        if _disk_full(exc):
+            print(
+                "error: no space left on the device the cube is written to; the cube is left "
+                "at its last commit: free space (then `stac2cube gc PATH` removes what the "
+                "run wrote) and run again",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
         reason = (str(exc).strip().splitlines() or [""])[0]
         print(
             f"error: unexpected {type(exc).__name__}: {reason} (--debug shows the traceback)",
             file=sys.stderr,
         )
         return EXIT_UNEXPECTED
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """True when ``exc`` or its cause is ENOSPC (``OSError`` or icechunk's store error)."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def check_build(params: dict[str, Any], runner: str = "auto") -> dict[str, Any]:
@@ -138,6 +174,9 @@ def check_build(params: dict[str, Any], runner: str = "auto") -> dict[str, Any]:
     resolve_runner(runner)
     params = _json_ready(params)
     check_stores(params)
+    from stac2cube.superres import build_settings
+
+    build_settings(params)  # --superres: the model folder and device, before anything starts
     return params
 
 
@@ -231,8 +270,11 @@ def cmd_update(args: argparse.Namespace) -> int:
     if args.lookback_days < 0 or args.batch_size < 1:
         raise InvalidRequestError("--lookback-days must be >= 0 and --batch-size >= 1")
     _, params = update_parameters(args.store, args.end, args.lookback_days, args.batch_size)
+    superres = {}
+    if args.superres or args.superres_model_dir:
+        superres = {"superres": True, "superres_model_dir": args.superres_model_dir}
     if params is not None:
-        check_build(params, args.runner)
+        check_build({**params, **superres}, args.runner)
     from stac2cube.flows.update import update_cube
 
     with _flow_context(args):
@@ -241,6 +283,9 @@ def cmd_update(args: argparse.Namespace) -> int:
             end=args.end,
             lookback_days=args.lookback_days,
             batch_size=args.batch_size,
+            cloud_layers=bool(args.cloud_layers),
+            coregister=bool(args.coregister),
+            **superres,
         )
     _print_summary(args.store, summary)
     return 0
@@ -281,11 +326,109 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clouds(args: argparse.Namespace) -> int:
+    from stac2cube.clouds import CloudSettings, check_sentinel2, merged_settings, stale_times
+    from stac2cube.clouds_store import (
+        aws_credentials,
+        parse_thresholds,
+        plan_cloud_layers,
+        read_group_record,
+        stored_settings,
+    )
+
+    cube = _require_cube(args.store)
+    state = cube.state
+    check_sentinel2(state.request, cube.name)
+    thresholds = parse_thresholds(args.thresholds)
+    CloudSettings.make(thresholds=thresholds, resolution=args.cloud_resolution)  # checked first
+    settings = merged_settings(
+        stored_settings(cube),
+        thresholds=thresholds,
+        resolution=args.cloud_resolution,
+        shadows=args.shadows,
+        method=args.cloud_method,
+        catalog=args.catalog,
+        collection=args.collection,
+    )
+    with aws_credentials(args.aws_credentials_block):  # catalog, pairing, credentials
+        stale = stale_times(state.ledger, read_group_record(cube._readonly()))
+        plan_cloud_layers(state.request, state.ledger, stale, settings, name=cube.name)
+    from stac2cube.flows.clouds import get_cloud_layers
+    from stac2cube.flows.runner import shared_prefect_api
+
+    with shared_prefect_api(), _console(args.debug):
+        summary = get_cloud_layers(
+            store=args.store,
+            catalog=args.catalog,
+            collection=args.collection,
+            thresholds=thresholds,
+            cloud_resolution=args.cloud_resolution,
+            shadows=args.shadows,
+            cloud_method=args.cloud_method,
+            aws_credentials_block=args.aws_credentials_block,
+        )
+    if summary["snapshot"] is None:
+        print(f"{args.store}: cloud layers up to date, nothing to do")
+    else:
+        print(
+            f"{args.store}: cloud layers of {summary['computed_time_steps']} time steps, "
+            f"snapshot {summary['snapshot']}"
+        )
+    for t, ids in summary["unmatched"].items():
+        print(f"  {t}: no L1C scene for {', '.join(ids)} (layers NaN)")
+    return 0
+
+
+def cmd_coregister(args: argparse.Namespace) -> int:
+    from stac2cube.coregistration import make_settings
+
+    settings = make_settings(
+        band=args.band, reference=args.reference, max_shift=args.max_shift, window=args.window
+    )
+    from stac2cube.flows.coregister import check, coregister_scenes
+
+    check(_require_cube(args.store), settings)  # every problem before Prefect starts
+    from stac2cube.flows.runner import shared_prefect_api
+
+    with shared_prefect_api(), _console(args.debug):
+        summary = coregister_scenes(
+            store=args.store,
+            band=args.band,
+            reference=args.reference or "median",
+            max_shift=settings.max_shift,
+            window=settings.window,
+        )
+    if summary["snapshot"] is None:
+        print(f"{args.store}: nothing to co-register (every step is done)")
+        return 0
+    ref = summary["reference"]
+    print(
+        f"{args.store}: {summary['coregistered_steps']} steps aligned to the reference "
+        f"({ref.get('method')} {str(ref.get('anchor', ''))[:10]}, {ref.get('band')}); "
+        f"snapshot {summary['snapshot']}"
+    )
+    for time, reason in summary["failed_steps"].items():
+        print(f"  failed {time}: {reason} (pixels unchanged)")
+    if summary.get("raw_snapshot_tag"):
+        print(f"  the pixels before are kept as tag {summary['raw_snapshot_tag']}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from stac2cube.gc import collect_garbage, describe
+
+    result = collect_garbage(_require_cube(args.path), keep_days=args.keep_days)
+    print(json.dumps(result, indent=1) if args.json else describe(result))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from stac2cube.export import export_cube
 
     cube = _require_cube(args.path)
-    written = export_cube(cube, args.format, args.out, snapshot=args.snapshot)
+    written = export_cube(
+        cube, args.format, args.out, snapshot=args.snapshot, cloud_threshold=args.cloud_threshold
+    )
     print(f"wrote {len(written)} {'file' if len(written) == 1 else 'files'} to {args.out}")
     return 0
 
@@ -365,7 +508,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "statistics": True,
             "store": str(store),
         }
-        run_build(kwargs, argparse.Namespace(runner="auto", dask_cluster=None, debug=args.debug))
+        run_build(
+            kwargs,
+            argparse.Namespace(
+                runner="auto", dask_cluster=None, debug=args.debug, verbose=args.verbose
+            ),
+        )
     print(format_info(cube_info(store)))
     return 0
 
@@ -408,6 +556,32 @@ def cmd_availability(args: argparse.Namespace) -> int:
     if map_path is not None:
         footprint_map(search.items_by_catalog, search.area, map_path, title=search.title)
         print(f"wrote the footprint map to {map_path}", file=sys.stderr)
+    return 0
+
+
+def cmd_superres(args: argparse.Namespace) -> int:
+    """``stac2cube superres``: every check first (cube, bands, model folder, device), then the
+    flow (one commit)."""
+    from stac2cube.flows.runner import shared_prefect_api
+    from stac2cube.flows.superres import check_superres, super_resolution
+
+    options = {
+        "model_dir": args.model_dir, "model": args.model, "device": args.device,
+        "batch_size": args.batch_size, "precision": args.precision, "overlap": args.overlap,
+        "nodata_dilation": args.nodata_dilation, "model_block": args.block,
+    }  # fmt: skip
+    if args.block is None:  # a block is read through the Prefect API
+        check_superres(args.store, **options)
+    with shared_prefect_api():
+        if args.block is not None:
+            check_superres(args.store, **options)
+        with _console(args.debug):
+            summary = super_resolution(store=args.store, **options)
+    print(
+        f"{args.store}: super-resolution {summary['computed']} time steps computed, "
+        f"{summary['kept']} kept, {summary.get('patches', 0)} patches; snapshot "
+        f"{summary['snapshot'] or '(unchanged)'}"
+    )
     return 0
 
 

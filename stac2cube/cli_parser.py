@@ -51,6 +51,9 @@ BUILD_OPTIONS = (
     "collection", "bands", "resolution", "crs", "anchor", "max_cloud", "min_coverage",
     "max_scene_cloud", "tile_mode", "indices", "composites", "statistics", "quicklook",
     "resampling", "batch_size", "mask_clouds", "scl_classes", "qa_flags", "sar_scale",
+    "cloud_layers",
+    "coregister",
+    "superres", "superres_model_dir", "superres_model",
 )  # fmt: skip
 #: the build's options that are also ``stac2cube availability``'s
 AVAILABILITY_OPTIONS = ("start", "end", "max_cloud", "season", "dates")
@@ -100,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stac2cube {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the run's log lines (INFO) on the console"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser(
@@ -127,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument(
         "--batch-size", type=int, default=8, help="time steps read and written at a time"
     )
+    add_cli_options(u, ["cloud_layers", "coregister", "superres", "superres_model_dir"])
     _add_runner_arguments(u)
 
     h = sub.add_parser("history", help="list a cube's commits (snapshots), newest first")
@@ -140,11 +147,88 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("path", help="cube store path")
     r.add_argument("--to", required=True, metavar="SNAPSHOT", help="snapshot id from `history`")
 
+    c = sub.add_parser(
+        "coregister",
+        help="align every time step of a Sentinel-2 cube to one stored reference (AROSICS)",
+    )
+    c.add_argument("--store", required=True, help="existing cube store path")
+    c.add_argument("--band", help="matching band, native 10 m: B08 (default), B04, B03 or B02")
+    c.add_argument(
+        "--reference",
+        metavar="DATE|median",
+        help="median (default: clear-sky median of the clearest steps) or the date of a step; "
+        "fixed by the first run",
+    )
+    c.add_argument(
+        "--max-shift", type=float, metavar="PX", help="largest shift accepted (default 5 px)"
+    )
+    c.add_argument(
+        "--window", type=int, metavar="PX", help="matching window edge, a power of two (128)"
+    )
+    g = sub.add_parser(
+        "gc",
+        help="expire old snapshots and delete data no snapshot needs (killed runs' leftovers "
+        "included); the head and tags are kept",
+    )
+    g.add_argument("path", help="cube store path")
+    g.add_argument(
+        "--keep-days",
+        type=float,
+        default=30.0,
+        help="keep the snapshots of the last N days in the history (default 30; 0: only the "
+        "head and the tags)",
+    )
+    g.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     e = sub.add_parser("export", help="write a cube as plain Zarr v3, NetCDF, or COGs + VRT")
     e.add_argument("path", help="cube store path")
     e.add_argument("--format", required=True, choices=["zarr", "netcdf", "cog"], help="format")
     e.add_argument("--out", required=True, help="output path (must not exist)")
     e.add_argument("--snapshot", help="export this snapshot instead of the latest")
+    e.add_argument(
+        "--cloud-threshold",
+        type=float,
+        metavar="P",
+        help="export the bands with clouds (cloud_mask at P percent) and shadows of the "
+        "group clouds as NaN (see `stac2cube clouds`)",
+    )
+
+    cl = sub.add_parser(
+        "clouds",
+        help="cloud probability, masks and shadows of a Sentinel-2 cube (s2cloudless on the "
+        "matching L1C scenes), in the cube's group clouds",
+    )
+    cl.add_argument("--store", required=True, help="existing Sentinel-2 L2A cube store path")
+    cl.add_argument("--catalog", help="catalog of the L1C scenes (default: the cube's)")
+    cl.add_argument(
+        "--collection", metavar="L1C_ID", help="L1C collection id (default: the catalog's)"
+    )
+    cl.add_argument(
+        "--thresholds",
+        nargs="+",
+        metavar="P",
+        help="cloud-probability thresholds in percent 0-100, one mask each (default 40)",
+    )
+    cl.add_argument(
+        "--cloud-resolution",
+        type=float,
+        metavar="M",
+        help="processing resolution in metres (default 60; the cube's resolution runs "
+        "s2cloudless on exactly its pixels)",
+    )
+    cl.add_argument(
+        "--shadows", action="store_true", default=None, help="also write shadow_mask"
+    )
+    cl.add_argument(
+        "--cloud-method",
+        choices=["s2cloudless", "csmask"],
+        help="s2cloudless (default, needs L1C) or csmask (on the L2A bands, ukis-csmask)",
+    )
+    cl.add_argument(
+        "--aws-credentials-block",
+        metavar="BLOCK",
+        help="Prefect Secret block with AWS keys for requester-pays L1C (default: environment)",
+    )
 
     d = sub.add_parser(
         "demo",
@@ -153,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--store", default="demo-cube/demo.icechunk", help="cube store path")
     d.add_argument("--data", default="demo-cube/catalog", help="where to write the synthetic COGs")
+
+    _add_superres_parser(sub)
 
     a = sub.add_parser(
         "availability",
@@ -192,3 +278,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw the scene footprints of each catalog over the area to this PNG",
     )
     return parser
+
+
+def _add_superres_parser(sub) -> None:
+    """``stac2cube superres``: SEN2SR 2.5 m bands for an existing Sentinel-2 cube."""
+    s = sub.add_parser(
+        "superres",
+        help="super-resolve a Sentinel-2 cube's 10 m / 20 m bands to 2.5 m with SEN2SR "
+        "(weights from a local folder) into its group superres",
+    )
+    s.add_argument("--store", required=True, help="existing Sentinel-2 cube store path")
+    s.add_argument(
+        "--model-dir",
+        metavar="DIR",
+        help="folder of the SEN2SR weights (mlstac layout; see the README, Super-resolution); "
+        "default: the --block's, or the one the cube's superres group was made with",
+    )
+    s.add_argument(
+        "--model",
+        choices=["rgbn", "full", "rswir-x2"],
+        help="rgbn: B04 B03 B02 B08 to 2.5 m (default); full: 10 bands to 2.5 m; rswir-x2: "
+        "B05 B06 B07 B8A B11 B12 to 10 m",
+    )
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    s.add_argument("--batch-size", type=int, metavar="N", help="128 px patches per forward pass")
+    s.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], help="default auto")
+    s.add_argument("--overlap", type=int, metavar="PIXELS", help="patch overlap (default 32)")
+    s.add_argument(
+        "--nodata-dilation",
+        type=int,
+        metavar="PIXELS",
+        help="10 m pixels the nodata mask grows by in the output (default 2)",
+    )
+    s.add_argument("--block", metavar="NAME", help="a superres-model Prefect block")

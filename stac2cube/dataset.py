@@ -41,7 +41,7 @@ from stac2cube.masks import (
 )
 from stac2cube.missions import DISCRETE_KINDS, MissionSpec
 from stac2cube.mosaic import mosaic_first_valid, step_positions
-from stac2cube.pixels import apply_radiometry
+from stac2cube.pixels import apply_radiometry, integer_shifts, stored_integers
 from stac2cube.radiometry import ProcessingOptions, Radiometry, decide_radiometry
 from stac2cube.scene_metadata import scene_coords, step_coords
 from stac2cube.steps import TimeStep
@@ -114,6 +114,7 @@ def build_dataset(
     raw: dict[str, xr.DataArray],
     *,
     options: ProcessingOptions | None = None,
+    integers: bool = False,
 ) -> tuple[xr.Dataset, list[dict[str, Any]]]:
     """The cube's variables for ``steps`` (lazy) and their ledger entries.
 
@@ -125,6 +126,10 @@ def build_dataset(
             in step order, loaded with the same ``options``.
         options: processing options (cloud masking, SAR scale); default: the request's, if it
             carries them, else :class:`~stac2cube.radiometry.ProcessingOptions` defaults.
+        integers: the write path's form: requested bands whose stored integers equal the DN
+            shifted (Sentinel-2 reflectance) are given as those ``uint16`` integers with their
+            CF attributes (``scale_factor``, ``add_offset``, ``_FillValue``), computed without a
+            float round trip; default: every band as physical values.
 
     Returns:
         ``(dataset, ledger entries)``; each variable's ``encoding`` says how it is stored.
@@ -135,8 +140,9 @@ def build_dataset(
         steps = [static_step([i for s in steps for i in s.items])]
     rads = [[decide_radiometry(mission.id, i, options=options) for i in s.items] for s in steps]
     inside = aoi_mask(request, raw) if request.intersects is not None else None
-    mosaics = _mosaics(request, steps, raw, rads, inside, options)  # radiometry, mask, mosaic
-    ds = _stored_variables(request, mosaics, options)
+    # radiometry, mask, mosaic (float32 physical values; stored integers where they are DN)
+    mosaics, stored = _mosaics(request, steps, raw, rads, inside, options, integers=integers)
+    ds = _stored_variables(request, mosaics, options, stored)
     ds = _with_indices(ds, request, mosaics, options)  # derive
     ds = ds.assign_coords(
         time=pd.DatetimeIndex([s.time for s in steps]).astype("datetime64[ns]"),
@@ -156,16 +162,39 @@ def _mosaics(
     radiometry: Sequence[Sequence[Radiometry]],
     inside: xr.DataArray | None,
     options: ProcessingOptions,
-) -> dict[str, xr.DataArray]:
+    *,
+    integers: bool = False,
+) -> tuple[dict[str, xr.DataArray], dict[str, xr.DataArray]]:
     """Every band read, decoded and mosaicked per step, by name (clipped to the AOI with
-    ``request.clip``): radiometry -> mask -> mosaic, one raw stack (one band kind) at a time."""
+    ``request.clip``): radiometry -> mask -> mosaic, one raw stack (one band kind) at a time.
+
+    Returns:
+        ``(physical, stored)``: float32 physical mosaics of every band read (what indices and
+        the per-step fractions use), and with ``integers``, for the requested bands whose
+        stored integers equal the DN shifted (:func:`~stac2cube.pixels.integer_shifts`),
+        those integers mosaicked directly, with no float round trip (the dask graph shares
+        the reads of both).
+    """
     mission = request.mission
     flat = [r for step_rads in radiometry for r in step_rads]
     positions = step_positions(steps)
     drop = cloud_masks(mission, raw, options)
+    wanted = {b.name for b in request.bands}
     out: dict[str, xr.DataArray] = {}
+    stored: dict[str, xr.DataArray] = {}
     for kind, stack in raw.items():
         bands = [mission.band(str(b)) for b in stack.band.values]
+        shifts = integer_shifts(mission, kind, stack, flat, options) if integers else None
+        if shifts is not None and wanted & {b.name for b in bands}:
+            missing = np.array([[b.name in r.missing for b in bands] for r in flat], bool)
+            dn_shifted = stored_integers(stack, flat, shifts, missing=missing, drop=drop)
+            mosaic = mosaic_first_valid(dn_shifted, positions, nodata=0)
+            for band in bands:
+                if band.name in wanted:
+                    var = mosaic.sel(band=band.name, drop=True)
+                    if request.clip and inside is not None:
+                        var = var.where(inside, np.uint16(0)).astype("uint16")
+                    stored[band.name] = var
         values = apply_radiometry(mission, kind, stack, flat, options)
         values, valid = apply_cloud_mask(kind, values, drop)
         nodata = mission.band_nodata(bands[0]) if kind in DISCRETE_KINDS else None
@@ -175,23 +204,36 @@ def _mosaics(
             if request.clip and inside is not None:
                 var = clip_to_aoi(var, inside, mission.band_nodata(band), kind)
             out[band.name] = var
-    return out
+    return out, stored
 
 
 def _stored_variables(
-    request: CubeRequest, mosaics: dict[str, xr.DataArray], options: ProcessingOptions
+    request: CubeRequest,
+    mosaics: dict[str, xr.DataArray],
+    options: ProcessingOptions,
+    integers: dict[str, xr.DataArray] | None = None,
 ) -> xr.Dataset:
     """The requested bands in the request's order, with their attributes and encodings, then
-    the ``qa_<flag>`` masks of a requested QA_PIXEL band."""
+    the ``qa_<flag>`` masks of a requested QA_PIXEL band. A band in ``integers`` is stored as
+    those (already encoded) integers, its CF attributes (``scale_factor``, ``add_offset``,
+    ``_FillValue``) set as the float path's encoding would write them."""
     mission: MissionSpec = request.mission
     wanted = {b.name for b in request.bands}
+    integers = integers or {}
     variables: dict[str, xr.DataArray] = {}
     for name, var in mosaics.items():
         if name not in wanted:
             continue  # read for indices, masking or the cloud fraction only
         band = mission.band(name)
-        var = var.assign_attrs(variable_attrs(mission, band, options))
-        var.encoding = variable_encoding(mission, band, options)
+        encoding = variable_encoding(mission, band, options)
+        if name in integers:
+            var = integers[name].assign_attrs(
+                {**variable_attrs(mission, band, options), **_cf_attrs(encoding)}
+            )
+            var.encoding = {"dtype": encoding["dtype"]}
+        else:
+            var = var.assign_attrs(variable_attrs(mission, band, options))
+            var.encoding = encoding
         variables[name] = var
         if band.kind == "bitfield":
             variables.update(qa_flag_variables(var))
@@ -200,6 +242,11 @@ def _stored_variables(
         if name not in ds:
             ds[name] = var
     return ds
+
+
+def _cf_attrs(encoding: dict[str, Any]) -> dict[str, Any]:
+    """The attributes a scaled-integer ``encoding`` stores beside its integers."""
+    return {k: encoding[k] for k in ("scale_factor", "add_offset", "_FillValue") if k in encoding}
 
 
 def _with_indices(

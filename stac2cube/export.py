@@ -25,11 +25,18 @@ _CF_ENCODING = ("dtype", "scale_factor", "add_offset", "_FillValue", "units", "c
 
 
 def export_cube(
-    path: str | Path | Cube, fmt: ExportFormat, out: str | Path, *, snapshot: str | None = None
+    path: str | Path | Cube,
+    fmt: ExportFormat,
+    out: str | Path,
+    *,
+    snapshot: str | None = None,
+    cloud_threshold: float | None = None,
 ) -> list[Path]:
     """Write the cube at ``path`` (latest or ``snapshot``) to ``out`` in format ``fmt``.
 
-    ``path`` may be a :class:`~stac2cube.cube.Cube` handle.
+    ``path`` may be a :class:`~stac2cube.cube.Cube` handle. ``cloud_threshold`` exports the
+    masked view (clouds and shadows of the ``clouds`` group at that threshold, percent, as
+    NaN; see :func:`stac2cube.store.open_cube`).
 
     Returns:
         The files or stores written.
@@ -44,6 +51,10 @@ def export_cube(
         raise InvalidRequestError(f"export target {out} exists; choose a new --out path")
     cube = as_cube(path)
     ds = _cf_coordinates(cube.open_dataset(snapshot=snapshot))
+    if cloud_threshold is not None:
+        from stac2cube.clouds import masked_view
+
+        ds = masked_view(ds, cube.open_dataset("clouds", snapshot=snapshot), cloud_threshold)
     if fmt == "zarr":
         with warnings.catch_warnings():
             # consolidated metadata lets plain `xarray.open_zarr(out)` open it quickly and

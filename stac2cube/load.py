@@ -23,26 +23,52 @@ Catalog access: Planetary Computer hrefs are signed when the reader opens them (
 in requester-pays buckets (Earth Search Landsat and L1C) GDAL gets
 ``AWS_REQUEST_PAYER=requester``, for public ones without AWS credentials
 ``AWS_NO_SIGN_REQUEST=YES``.
+
+Remote reads (``http(s)://``, ``s3://``) are retried: GDAL itself retries HTTP 429/5xx, resets
+and time-outs (:data:`HTTP_GDAL_ENV`: 4 retries, 0.5 s doubling; GDAL 3.10 does not read
+``Retry-After``), and the reader retries a whole window read or open that still fails, e.g. on a
+body cut off half-way, which GDAL does not retry and keeps in its cache (:data:`READ_RETRIES`
+tries, the later ones bypassing GDAL's cache of that file; logged by ``stac2cube.load`` at
+WARNING). A read that fails for good names the item and asset. A missing
+asset (HTTP 404) is an error, never silently nodata (stackstac's default).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import logging
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from stackstac.rio_reader import AutoParallelRioReader
 
 from stac2cube.errors import ReadError
 from stac2cube.grid import Grid
 from stac2cube.missions import BandSpec, MissionSpec, find_asset
 from stac2cube.radiometry import ProcessingOptions
 from stac2cube.request import CubeRequest
-from stac2cube.signing import Signer, make_signer, reader_with_signer
+from stac2cube.signing import Signer, SigningReader, make_signer
+
+log = logging.getLogger("stac2cube.load")
+
+#: tries of one window read (or open) of a remote asset before the run fails
+READ_RETRIES = 3
+#: GDAL options for remote assets: retries with backoff, time-outs (see the module docs)
+HTTP_GDAL_ENV = {
+    "GDAL_HTTP_MAX_RETRY": "4",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
+    "GDAL_HTTP_RETRY_CODES": "429,500,502,503,504",
+}
+#: errors not worth another try here: an HTTP status (GDAL has retried 429/5xx already) and
+#: missing or forbidden assets
+_PERMANENT = ("HTTP response code:",)
 
 #: S3 buckets known to be requester-pays when the asset does not say so itself.
 REQUESTER_PAYS_BUCKETS = frozenset({"usgs-landsat", "sentinel-s2-l1c", "sentinel-s2-l2a"})
@@ -179,6 +205,73 @@ def gdal_env_for(items: Sequence[dict[str, Any]], environ: dict[str, str] | None
     return None
 
 
+def http_gdal_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """:data:`HTTP_GDAL_ENV` with the time-outs (``STAC2CUBE_HTTP_TIMEOUT``, default 30 s)."""
+    env = os.environ if environ is None else environ
+    try:
+        timeout = float(env.get("STAC2CUBE_HTTP_TIMEOUT") or 30.0)
+    except ValueError:
+        timeout = 30.0
+    return {
+        **HTTP_GDAL_ENV,
+        "GDAL_HTTP_TIMEOUT": f"{max(1, round(timeout))}",
+        "GDAL_HTTP_CONNECTTIMEOUT": f"{max(1, round(min(timeout, 10)))}",
+    }
+
+
+def _remote(items: Sequence[dict[str, Any]]) -> bool:
+    return any(
+        str(a.get("href", "")).startswith(("http://", "https://", "s3://"))
+        for i in items
+        for a in i.get("assets", {}).values()
+    )
+
+
+class RetryingReader(AutoParallelRioReader):
+    """stackstac's reader that tries a failing open or window read of a remote asset again (at most
+    :data:`READ_RETRIES` tries in all, 0.5 s doubling, reopening the asset), logging each retry.
+    An HTTP status error is not retried here: GDAL has retried 429/5xx already
+    (:data:`HTTP_GDAL_ENV`), and a missing or forbidden asset stays so."""
+
+    def read(self, window, **kwargs):
+        for attempt in range(1, READ_RETRIES + 1):
+            try:
+                return super().read(window, **kwargs)
+            except Exception as exc:
+                text = f"{exc} {exc.__cause__ or ''}"
+                remote = str(self.url).startswith(("http://", "https://", "s3://", "/vsi"))
+                if not remote or attempt == READ_RETRIES or any(p in text for p in _PERMANENT):
+                    raise
+                wait = 0.5 * 2 ** (attempt - 1)
+                log.warning(
+                    "reading %s failed (%s); try %d of %d in %.1f s",
+                    _redacted(self.url), _short(exc), attempt + 1, READ_RETRIES, wait,
+                )  # fmt: skip
+                # reopen, bypassing GDAL's cache of this file: GDAL keeps a response cut off
+                # half-way in its /vsicurl/ cache and would fail again without a request
+                self.close()
+                self.gdal_env = self.gdal_env.updated(
+                    always={"CPL_VSIL_CURL_NON_CACHED": f"/vsicurl/{self.url}"}
+                )
+                time.sleep(wait)
+        raise AssertionError("unreachable")
+
+
+class RetryingSigningReader(RetryingReader, SigningReader):
+    """:class:`RetryingReader` for hrefs signed at open time (Planetary Computer)."""
+
+
+def _short(exc: BaseException) -> str:
+    from stac2cube.signing import redact
+
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return redact(text)[:200]
+
+
+def _redacted(url: str) -> str:
+    return url.split("?")[0]
+
+
 def stack_items(
     items: Sequence[dict[str, Any]],
     bands: Sequence[BandSpec],
@@ -206,10 +299,16 @@ def stack_items(
     keys = [f"{k:06d}" for k in range(len(canon))]
     for key, item in zip(keys, canon, strict=True):
         item["id"] = key
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"errors_as_nodata": ()}  # a missing asset fails (not 404 = nodata)
     if signer is not None:
-        kwargs["reader"] = reader_with_signer(signer)
+        kwargs["reader"] = functools.partial(RetryingSigningReader, signer=signer)
+    else:
+        kwargs["reader"] = RetryingReader
     gdal_env = gdal_env_for(canon)
+    if _remote(canon):
+        from stackstac.rio_reader import DEFAULT_GDAL_ENV
+
+        gdal_env = (gdal_env or DEFAULT_GDAL_ENV).updated(always=http_gdal_env())
     if gdal_env is not None:
         kwargs["gdal_env"] = gdal_env
     data = stackstac.stack(

@@ -61,6 +61,7 @@ def request_arguments(spec: CubeSpec) -> dict[str, Any]:
         name: value
         for name, value in spec.parameters().items()
         if name not in ("bbox", "aoi") and (name not in layers or name in ("bands", "resampling"))
+        and SPEC_FIELDS[name].section != "superresolution"  # a stage's, not the request's
     }
     arguments["options"] = spec.layers.options()
     return arguments

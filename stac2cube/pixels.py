@@ -109,3 +109,84 @@ def apply_radiometry(
     if any(ranges):  # valid values beyond the storage range are clipped to it
         phys = phys.clip(min=lo.astype("float32"), max=hi.astype("float32"))
     return phys
+
+
+#: DN shifts of the integer path: stored = DN + shift (0: DN carry the +1000 offset, the
+#: stored encoding's own; 1000: processing baseline < 04.00, reflectance = DN / 10000)
+INTEGER_SHIFTS = (0, 1000)
+
+
+def integer_shifts(
+    mission: MissionSpec,
+    kind: str,
+    stack: xr.DataArray,
+    radiometry: Sequence[Radiometry],
+    options: ProcessingOptions,
+) -> np.ndarray | None:
+    """Per ``(item, band)``, the integer ``k`` with stored value = DN + k, or None.
+
+    Where each item's reflectance scaling lands on the stored encoding's grid (Sentinel-2:
+    scale 1e-4 both, offsets differing by a whole number of DN), the stored integer is the DN
+    shifted: no float round trip is needed. Only the shifts :data:`INTEGER_SHIFTS` qualify
+    (checked value for value against the float path by the tests); anything else (dB, other
+    encodings, odd offsets) returns None and takes the float path.
+    """
+    from stac2cube.encoding import S2_REFLECTANCE_ENCODING
+
+    if kind != "reflectance" or stack.dtype != np.uint16:
+        return None
+    bands = [mission.band(str(b)) for b in stack.band.values]
+    if any(variable_encoding(mission, b, options) != S2_REFLECTANCE_ENCODING for b in bands):
+        return None
+    enc_scale = S2_REFLECTANCE_ENCODING["scale_factor"]
+    enc_offset = S2_REFLECTANCE_ENCODING["add_offset"]
+    shifts = np.zeros((len(radiometry), len(bands)), "int32")
+    for i, rad in enumerate(radiometry):
+        if rad.transform is not None:
+            return None
+        for j, band in enumerate(bands):
+            scale, offset = rad.scaling(band.name)
+            if not math.isclose(scale, enc_scale, rel_tol=1e-9):
+                return None
+            shift = (offset - enc_offset) / enc_scale
+            k = round(shift)
+            if abs(shift - k) > 1e-6 or k not in INTEGER_SHIFTS:
+                return None
+            shifts[i, j] = k
+    return shifts
+
+
+def stored_integers(
+    stack: xr.DataArray,
+    radiometry: Sequence[Radiometry],
+    shifts: np.ndarray,
+    *,
+    missing: np.ndarray | None = None,
+    drop: xr.DataArray | None = None,
+) -> xr.DataArray:
+    """The stored ``uint16`` values of a raw reflectance ``(item, band, y, x)`` stack, computed
+    in integers: DN + shift (:func:`integer_shifts`), clipped to 1..65535; 0 (the fill) where
+    the float path gives NaN: the item's nodata DN (0 when unset), its saturated DN, a band it
+    lacks (``missing``, ``(item, band)``) and pixels ``drop`` (``(item, y, x)``, clouds) removes.
+
+    Example:
+        >>> raw = xr.DataArray(np.array([[[[0, 1500, 65535]]]], "uint16"), dims=("item", "band", "y", "x"))
+        >>> rad = Radiometry("s2-no-offset", 1e-4, 0.0, saturated=65535)
+        >>> stored_integers(raw, [rad], np.array([[1000]])).values.ravel().tolist()
+        [0, 2500, 0]
+    """
+    dn = stack.astype("int32")
+    invalid = xr.zeros_like(stack, dtype=bool)
+    nodata = np.array([0 if r.nodata is None else r.nodata for r in radiometry], "float64")
+    saturated = np.array([np.nan if r.saturated is None else r.saturated for r in radiometry])
+    for marker in (nodata, saturated):
+        finite = ~np.isnan(marker)
+        if finite.any():
+            value = xr.DataArray(np.where(finite, marker, -1).astype("int32"), dims="item")
+            invalid = invalid | ((dn == value) & xr.DataArray(finite, dims="item"))
+    if missing is not None and missing.any():
+        invalid = invalid | xr.DataArray(missing, dims=("item", "band"))
+    if drop is not None:
+        invalid = invalid | drop
+    shifted = (dn + xr.DataArray(shifts, dims=("item", "band"))).clip(1, 65535)
+    return shifted.where(~invalid, 0).astype("uint16")

@@ -95,6 +95,9 @@ class CubeRequest(SearchRequest):
     composites: tuple[str, ...] = ()
     statistics: bool = False
     quicklook: str | None = None
+    #: write cloud layers for the steps of the run (stac2cube.clouds); not part of the record
+    cloud_layers: bool = False
+    coregister: bool = False
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready record of the request, stored in the cube so ``update`` needs only a path."""
@@ -398,6 +401,8 @@ def make_request(
     composites: Sequence[str] | None = None,
     statistics: bool = False,
     quicklook: str | None = None,
+    cloud_layers: bool = False,
+    coregister: bool = False,
 ) -> CubeRequest:
     """Validate user input into a :class:`CubeRequest`.
 
@@ -448,6 +453,15 @@ def make_request(
         from stac2cube.composites import parse_composites
 
         composite_specs = parse_composites(composites)
+    if cloud_layers and spec.id != "sentinel-2-l2a":
+        raise InvalidRequestError(
+            f"cloud_layers needs a Sentinel-2 L2A cube (s2cloudless on the matching L1C "
+            f"scenes); this is a {spec.id} cube"
+        )
+    if coregister:
+        from stac2cube.coregistration import check_request
+
+        check_request(spec.id, [b.name for b in band_specs])
     if quicklook in ("", "none"):
         quicklook = None
     if quicklook not in QUICKLOOK_FORMATS:
@@ -486,4 +500,6 @@ def make_request(
         composites=composite_specs,
         statistics=bool(statistics),
         quicklook=quicklook,
+        cloud_layers=bool(cloud_layers),
+        coregister=bool(coregister),
     )

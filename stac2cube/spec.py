@@ -52,6 +52,7 @@ ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
 SarScale = Literal["db", "linear"]
 TileMode = Literal["mosaic", "separate"]
 QuicklookFormat = Literal["none", "gif", "png"]
+SuperresModelName = Literal["rgbn", "full", "rswir-x2"]
 QaFlag = Literal[
     "fill", "dilated_cloud", "cirrus", "cloud", "cloud_shadow", "snow", "clear", "water"
 ]
@@ -254,6 +255,55 @@ class ProductSpec(_Section):
     )
 
 
+class CloudSpec(_Section):
+    """Cloud layers (:mod:`stac2cube.clouds`): s2cloudless on the matching L1C scenes."""
+
+    cloud_layers: bool = Field(
+        False,
+        description="Also write the cloud layers (s2cloudless on the matching Sentinel-2 L1C "
+        "scenes: cloud_prob, cloud_mask, group clouds) of the time steps this run writes, in "
+        "the same commit; a cube that has them keeps them current in every update, with the "
+        "settings of `stac2cube clouds` (default: 60 m, threshold 40).",
+    )
+
+
+class CoregSpec(_Section):
+    """Co-registration of the time steps (:mod:`stac2cube.coregistration`)."""
+
+    coregister: bool = Field(
+        False,
+        description="Co-register every time step to the cube's stored reference with AROSICS "
+        "(group coregistration; shifts in the coreg_* coordinates). A cube that has a "
+        "reference stays co-registered on every build and update without this switch.",
+    )
+
+
+class SuperresSpec(_Section):
+    """Super-resolution (SEN2SR) of a Sentinel-2 cube's bands, kept in its group ``superres``.
+
+    Its fields are not part of the cube's identity: the stage's settings live in the group's
+    attributes (:mod:`stac2cube.superres`), so updates keep a cube that has the group current.
+    """
+
+    superres: bool = Field(
+        False,
+        description="Also super-resolve the Sentinel-2 bands to 2.5 m with SEN2SR into the "
+        "cube's group superres (needs the weights: superres_model_dir). A cube that has the "
+        "group keeps it current in every build and update.",
+    )
+    superres_model_dir: str | None = Field(
+        None,
+        description="Folder of the SEN2SR weights in the mlstac layout (see the README, "
+        "Super-resolution); default: the one the cube's superres group was made with.",
+        json_schema_extra=_cli(metavar="DIR"),
+    )
+    superres_model: SuperresModelName = Field(
+        "rgbn",
+        description="SEN2SR model: rgbn (B04 B03 B02 B08 to 2.5 m), full (10 bands to 2.5 m) "
+        "or rswir-x2 (B05 B06 B07 B8A B11 B12 to 10 m).",
+    )
+
+
 class CubeSpec(_Section):
     """Everything a cube is made of; see the module docs."""
 
@@ -270,6 +320,9 @@ class CubeSpec(_Section):
     layers: LayerSpec = LayerSpec()
     filters: FilterSpec = FilterSpec()
     products: ProductSpec = ProductSpec()
+    clouds: CloudSpec = CloudSpec()
+    coregistration: CoregSpec = CoregSpec()
+    superresolution: SuperresSpec = SuperresSpec()
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> CubeSpec:
@@ -478,7 +531,8 @@ _FLOW_ORDER = (
     "crs", "anchor", "max_cloud", "aoi", "resampling", "batch_size", "mask_clouds", "scl_classes",
     "qa_flags", "sar_scale", "pc_key_block", "season", "dates", "clip", "tile_mode",
     "min_coverage", "max_scene_cloud", "indices", "composites", "statistics", "quicklook",
-    "per_feature", "name_field",
+    "per_feature", "name_field", "cloud_layers", "coregister", "superres", "superres_model_dir",
+    "superres_model",
 )  # fmt: skip
 
 
@@ -573,8 +627,10 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "min_coverage": _number("min_coverage"),
     "max_scene_cloud": _number("max_scene_cloud"),
     "clip": _switch("clip"),
+    "superres": _switch("superres"),
     "mask_clouds": _switch("mask_clouds"),
     "statistics": _switch("statistics"),
+    "cloud_layers": _switch("cloud_layers"),
     "resampling": _choice("resampling", ResamplingName),
     "tile_mode": _choice("tile_mode", TileMode),
     "sar_scale": _choice("sar_scale", SarScale),

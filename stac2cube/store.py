@@ -213,49 +213,217 @@ def _pixel_chunks(ds: xr.Dataset) -> xr.Dataset:
     pixels = {  # Variables, not DataArrays: chunking a DataArray would chunk its coordinates
         name: var.variable.chunk({"time": 1, "y": CHUNK, "x": CHUNK})
         for name, var in ds.data_vars.items()
+        if var.chunks is not None  # values in memory are written as they are
     }
     return ds.assign(pixels).assign_coords(steps)
 
 
-def _distributed_client_active() -> bool:
+def _distributed_client():
+    """The current ``distributed.Client`` (the flow's cluster inside :func:`pixel_client`), or
+    None with dask's local scheduler."""
     try:
         from distributed import default_client
 
-        default_client()
+        return default_client()
     except (ImportError, ValueError):
-        return False
-    return True
+        return None
 
 
-def _put(session, ds: xr.Dataset, **kwargs: Any) -> None:
-    """Write ``ds`` into the session (``to_zarr`` arguments in ``kwargs``).
+def _distributed_client_active() -> bool:
+    return _distributed_client() is not None
 
-    With the local dask scheduler the lazy pixels stream chunk by chunk into the session's store
-    (parallel reads and writes, memory of a few chunks). With a distributed cluster the pixels
-    are computed on the cluster, as many time steps at a time as fit in ``COMPUTE_BYTES``, and
-    written from this process (an icechunk session must not be written from workers without a
-    fork/merge).
+
+@contextmanager
+def forked(session) -> Iterator[Any]:
+    """A fork of the run's (clean) writable ``session`` for the pixel writes, merged back into
+    ``session`` when the block ends without error.
+
+    Dask workers, in this process or in others (a ``LocalCluster`` of processes, SLURM jobs),
+    write the chunks they compute through copies of the fork; only the copies' change sets
+    (metadata) come back, and they are merged into the fork after each write. The run still
+    commits ``session`` once. A session that already has changes cannot fork: it is yielded
+    itself, and :func:`_put` then computes on a cluster and writes from this process.
+
+    Every stored chunk must be written by workers at most once in a fork (a copy made before
+    a chunk's first write carries no entry for it; a copy made after would carry the old one):
+    :func:`_put` writes the lazy per-step coordinates (one chunk holds thousands of steps) from
+    this process.
     """
-    if _distributed_client_active():
-        from icechunk.xarray import to_icechunk
+    if session.has_uncommitted_changes or session.read_only:
+        yield session
+        return
+    fork = session.fork()
+    yield fork
+    session.merge(fork)
 
-        # as many steps per computation as fit in COMPUTE_BYTES (at least one), whatever the batch
-        per_step = sum(
-            v.dtype.itemsize * v.size // max(v.sizes["time"], 1) for v in ds.data_vars.values()
+
+def _is_fork(target) -> bool:
+    from icechunk.session import ForkSession
+
+    return isinstance(target, ForkSession)
+
+
+def _lazy_step_coords(ds: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Per-step coordinates computed from the pixels (dask-backed, e.g. ``valid_fraction``)."""
+    return {
+        str(name): coord
+        for name, coord in ds.coords.items()
+        if name not in ds.dims and coord.chunks is not None
+    }
+
+
+_CF_KEYS = ("scale_factor", "add_offset", "_FillValue")
+
+
+def as_decoded(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its variables that hold stored integers already (CF attributes set, see
+    :func:`stac2cube.dataset.build_dataset`) turned into decoded float64 values, lazily.
+
+    Writes into existing arrays (appends, regions) and concatenations with a decoded cube need
+    them: xarray encodes with the store's encoding there. The round trip is exact: the stored
+    integers come back from ``round((value - add_offset) / scale_factor)``.
+    """
+    out = {}
+    for name, var in ds.data_vars.items():
+        if var.dtype.kind not in "iu" or "scale_factor" not in var.attrs:
+            continue
+        cf = {k: var.attrs[k] for k in _CF_KEYS if k in var.attrs}
+        values = var.variable.astype("float64")
+        if "_FillValue" in cf:
+            values = values.where(var.variable != cf["_FillValue"])
+        values = values * float(cf["scale_factor"]) + float(cf.get("add_offset", 0.0))
+        values.attrs = {k: v for k, v in var.attrs.items() if k not in cf}
+        values.encoding = {**var.encoding, **cf, "dtype": str(var.dtype)}
+        out[name] = values
+    return ds.assign(out) if out else ds
+
+
+def stored_bytes(ds: xr.Dataset) -> int:
+    """Bytes of the pixel variables of ``ds`` as stored (encoded dtype, uncompressed)."""
+    total = 0
+    for var in ds.data_vars.values():
+        dtype = np.dtype(var.encoding.get("dtype", var.dtype))
+        total += int(var.size) * dtype.itemsize
+    return total
+
+
+def _put(target, ds: xr.Dataset, **kwargs: Any) -> None:
+    """Write ``ds`` into ``target`` (a writable session, or its fork: :func:`forked`);
+    ``to_zarr`` arguments (``mode``, ``append_dim``, ``region``, ``encoding``) in ``kwargs``.
+
+    The pixels stream chunk by chunk: each dask task reads, converts, encodes and writes one
+    ``(1, 512, 512)`` chunk, so memory is a few chunks per thread whatever the grid, the batch
+    or the time axis. With a distributed cluster and a fork, the workers write (nothing but
+    change sets comes back). The lazy per-step coordinates are computed in the same dask
+    computation (the reads are shared) and written from this process afterwards.
+    """
+    client = _distributed_client()
+    if client is not None and not _is_fork(target):
+        _put_computed(target, ds, **kwargs)
+        return
+    from icechunk.xarray import _XarrayDatasetWriter
+
+    from stac2cube._progress import compute
+
+    if kwargs.get("mode") != "w-":  # into existing arrays: xarray encodes with theirs
+        ds = as_decoded(ds)
+    ds = _pixel_chunks(ds)
+    lazy = _lazy_step_coords(ds)
+    if lazy:  # placeholders now (written eagerly here), values once computed
+        ds = ds.assign_coords(
+            {n: (c.dims, np.zeros(c.shape, c.dtype), c.attrs) for n, c in lazy.items()}
         )
-        group = max(1, int(COMPUTE_BYTES // max(per_step, 1)))
-        for k in range(0, ds.sizes["time"], group):
-            part = ds.isel(time=slice(k, k + group)).compute()
-            if "region" in kwargs:
-                start = kwargs["region"]["time"].start + k
-                region = {"time": slice(start, start + part.sizes["time"])}
-                to_icechunk(part, session, region=region)
-            elif k == 0:
-                to_icechunk(part, session, **kwargs)
-            else:
-                to_icechunk(part, session, **APPEND)
+        for name, coord in lazy.items():
+            ds[name].encoding = dict(coord.encoding)
+    writer = _XarrayDatasetWriter(ds, store=target.store, safe_chunks=True)
+    writer._open_group(
+        group=None,
+        mode=kwargs.get("mode"),
+        append_dim=kwargs.get("append_dim"),
+        region=kwargs.get("region"),
+    )
+    writer.write_metadata(kwargs.get("encoding"))
+    writer.write_eager()
+    coords = [c.data for c in lazy.values()]
+    if not writer.writer.sources:
+        values = compute(*coords)
+    elif client is not None:  # workers write through copies of the fork: merge their changes
+        import dask.array as da
+        from icechunk.dask import computing_meta, merge_sessions_array_kwargs
+        from icechunk.distributed import extract_session, merge_sessions
+
+        stored = writer.writer.sync(
+            compute=False,
+            chunkmanager_store_kwargs={"load_stored": False, "return_stored": True},
+        )
+        changes = [
+            da.reduction(
+                arr,
+                name="ice-changeset",
+                chunk=computing_meta(extract_session),
+                aggregate=computing_meta(merge_sessions_array_kwargs),
+                concatenate=False,
+                keepdims=False,
+                dtype=object,
+                meta=np.array([object()], dtype=object),
+            )
+            for arr in (stored if isinstance(stored, list | tuple) else [stored])
+        ]
+        out = compute(*changes, *coords, nbytes=stored_bytes(ds), steps=ds.sizes["time"])
+        target.merge(merge_sessions(*out[: len(changes)]))
+        values = out[len(changes) :]
+    else:  # dask's local scheduler: the tasks write into this process's session
+        delayed = writer.writer.sync(compute=False)
+        out = compute(delayed, *coords, nbytes=stored_bytes(ds), steps=ds.sizes["time"])
+        values = out[1:]
+    if lazy:
+        _write_step_values(target, ds, dict(zip(lazy, values, strict=True)), **kwargs)
+
+
+def _write_step_values(target, ds: xr.Dataset, values: dict[str, Any], **kwargs: Any) -> None:
+    """Write computed per-step coordinates where :func:`_put` wrote their placeholders."""
+    import zarr
+
+    group = zarr.open_group(target.store, mode="r+")
+    n = ds.sizes["time"]
+    if "region" in kwargs:
+        start = kwargs["region"]["time"].start
+    elif kwargs.get("append_dim") == "time":
+        start = group["time"].shape[0] - n
     else:
-        _pixel_chunks(ds).to_zarr(session.store, consolidated=False, **kwargs)
+        start = 0
+    for name, value in values.items():
+        array = group[name]
+        encoded = xr.conventions.encode_cf_variable(
+            xr.Variable(("time",), np.asarray(value), encoding=dict(ds[name].encoding)),
+            name=name,
+        )
+        array[start : start + n] = np.asarray(encoded.values, dtype=array.dtype)
+
+
+def _put_computed(session, ds: xr.Dataset, **kwargs: Any) -> None:
+    """A session with changes on a distributed cluster (it cannot fork): the pixels are
+    computed on the cluster, as many time steps at a time as fit in ``COMPUTE_BYTES``, and
+    written from this process."""
+    from icechunk.xarray import to_icechunk
+
+    if kwargs.get("mode") != "w-":
+        ds = as_decoded(ds)
+    # as many steps per computation as fit in COMPUTE_BYTES (at least one), whatever the batch
+    per_step = sum(
+        v.dtype.itemsize * v.size // max(v.sizes["time"], 1) for v in ds.data_vars.values()
+    )
+    group = max(1, int(COMPUTE_BYTES // max(per_step, 1)))
+    for k in range(0, ds.sizes["time"], group):
+        part = ds.isel(time=slice(k, k + group)).compute()
+        if "region" in kwargs:
+            start = kwargs["region"]["time"].start + k
+            region = {"time": slice(start, start + part.sizes["time"])}
+            to_icechunk(part, session, region=region)
+        elif k == 0:
+            to_icechunk(part, session, **kwargs)
+        else:
+            to_icechunk(part, session, **APPEND)
 
 
 def write_time_steps(session, ds: xr.Dataset, *, first: bool, batch_size: int = 8) -> int:
@@ -351,6 +519,7 @@ def rewrite_time_steps(
         The number of time steps rewritten or appended.
     """
 
+    new = as_decoded(new)  # stored integers as values, like the decoded cube
     # per-step coordinates (small, object dtype) in memory; pixels stay lazy
     base = base.assign_coords(
         {n: c.compute() for n, c in base.coords.items() if n not in base.dims}
@@ -418,19 +587,38 @@ def write_metadata(session, *, request: dict[str, Any], ledger: list[dict[str, A
     )
 
 
-def open_cube(path: str | Path, *, snapshot: str | None = None, decode: bool = True) -> xr.Dataset:
+def open_cube(
+    path: str | Path,
+    *,
+    snapshot: str | None = None,
+    decode: bool = True,
+    group: str | None = None,
+    cloud_threshold: float | None = None,
+) -> xr.Dataset:
     """Open the cube at ``path`` as a lazy, decoded ``xarray.Dataset``.
 
     Args:
         path: the cube store (an icechunk repository).
         snapshot: an icechunk snapshot id to read instead of the latest commit.
         decode: apply CF decoding (scale/offset, NaN for nodata); False gives stored integers.
+        group: a side group (``clouds``, ``superres``, ``composites/month``) instead of the
+            bands.
+        cloud_threshold: a masked view: bands and indices NaN where the ``clouds`` group's
+            ``cloud_mask`` at this threshold (percent) or its ``shadow_mask`` is 1, and
+            ``cloud_fraction`` per step from those layers (:func:`stac2cube.clouds.masked_view`);
+            the stored bands are not changed.
 
     Example:
         >>> ds = open_cube("demo.icechunk")  # doctest: +SKIP
         >>> ds.B04.sel(time="2024-01").mean("time")  # doctest: +SKIP
     """
-    return _cube(path).open_dataset(snapshot=snapshot, decode=decode)
+    cube = _cube(path)
+    ds = cube.open_dataset(group, snapshot=snapshot, decode=decode)
+    if cloud_threshold is not None:
+        from stac2cube.clouds import masked_view
+
+        ds = masked_view(ds, cube.open_dataset("clouds", snapshot=snapshot), cloud_threshold)
+    return ds
 
 
 def cube_info(path: str | Path) -> dict[str, Any]:

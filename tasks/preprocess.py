@@ -25,6 +25,8 @@ def preprocess_task(
     steps: list[TimeStep],
     raw: dict[str, xr.DataArray],
     options: ProcessingOptions | None = None,
+    integers: bool = False,
 ) -> tuple[xr.Dataset, list[dict[str, Any]]]:
-    """Prefect task: :func:`~stac2cube.dataset.build_dataset` (lazy)."""
-    return build_dataset(request, steps, raw, options=options)
+    """Prefect task: :func:`~stac2cube.dataset.build_dataset` (lazy; ``integers``: the write
+    path's stored integers where they equal the DN)."""
+    return build_dataset(request, steps, raw, options=options, integers=integers)
