@@ -250,7 +250,8 @@ def super_resolve(
     out_channels: Sequence[int] | None = None,
     patch: int = PATCH,
     stats: dict[str, Any] | None = None,
-) -> np.ndarray:
+    sink: Callable[[int, np.ndarray], None] | None = None,
+) -> np.ndarray | None:
     """Super-resolve one time step: ``(bands, y, x)`` reflectance -> ``(out, y*s, x*s)`` float32.
 
     Args:
@@ -265,9 +266,12 @@ def super_resolve(
         nodata_dilation: input pixels the nodata mask grows by before masking the output.
         out_channels: model output channels to keep (default: the variant's outputs).
         stats: filled with ``patches`` (windows run) and ``redone`` (batches redone in fp32).
+        sink: called as ``sink(first_row, block)`` with ``(out, rows, x*s)`` blocks of final
+            output rows, top to bottom, as soon as no later window reaches them: the step's
+            output is never held whole (memory: a band of about one window's height).
 
     Returns:
-        The output bands, NaN where the (dilated) input was nodata.
+        The output bands, NaN where the (dilated) input was nodata (None with ``sink``).
     """
     import torch
 
@@ -286,7 +290,11 @@ def super_resolve(
     stats.setdefault("patches", 0)
     stats.setdefault("redone", 0)
     if not valid.any():
-        return np.full(out_shape, np.nan, dtype=np.float32)
+        empty = np.full(out_shape, np.nan, dtype=np.float32)
+        if sink is None:
+            return empty
+        sink(0, empty)
+        return None
     filled = _fill_nearest(np.where(valid, data, 0).astype(np.float32), valid)
     # pad: the 20 m phase before, even sizes and at least one patch after
     py, px = phase
@@ -298,17 +306,42 @@ def super_resolve(
     ys, xs = tile_starts(hp, patch, overlap, even=even), tile_starts(wp, patch, overlap, even=even)
     wy = [np.repeat(_ramp_1d(ys, patch, k), s) for k in range(len(ys))]
     wx = [np.repeat(_ramp_1d(xs, patch, k), s) for k in range(len(xs))]
-    acc = np.zeros((n_out, hp * s, wp * s), dtype=np.float32)
-    wsum = np.zeros((hp * s, wp * s), dtype=np.float32)
     windows = [
         (i, j)
         for i, y0 in enumerate(ys)
         for j, x0 in enumerate(xs)
         if vpad[y0 : y0 + patch, x0 : x0 + patch].any()
     ]
+    bad = _dilate(~valid, int(nodata_dilation))
+    result = None
+    if sink is None:
+        result = np.full(out_shape, np.nan, dtype=np.float32)
+
+        def sink(row0: int, block: np.ndarray) -> None:
+            result[:, row0 : row0 + block.shape[1]] = block
+
+    # output rows are summed in a band that starts at the first row not yet final, and handed
+    # to ``sink`` as soon as no later window reaches them (windows go row by row)
+    strip = _Strip(n_out, patch * s, wp * s)
     device = getattr(model, "device", torch.device("cpu"))
     bs = max(1, int(batch_size))
     k = 0
+
+    def flush(upto: int) -> None:
+        """Hand the output rows above padded output row ``upto`` to ``sink``."""
+        block, row0 = strip.take(upto)
+        lo, hi = max(row0, py * s), min(row0 + block.shape[1], (py + h) * s)
+        if hi <= lo:
+            return
+        out = block[:, lo - row0 : hi - row0, px * s : (px + w) * s]
+        first, last = (lo - py * s) // s, (hi - py * s - 1) // s
+        rows = bad[first : last + 1]
+        if rows.any():
+            hr = np.repeat(np.repeat(rows, s, axis=0), s, axis=1)
+            off = (lo - py * s) - first * s
+            out[:, hr[off : off + hi - lo]] = np.nan
+        sink(lo - py * s, out)
+
     while k < len(windows):
         chunk = windows[k : k + bs]
         batch = np.stack(
@@ -327,19 +360,49 @@ def super_resolve(
             out = out[:, list(out_channels)]
         for (i, j), o in zip(chunk, out, strict=True):
             weight = np.outer(wy[i], wx[j]).astype(np.float32)
-            oy, ox = ys[i] * s, xs[j] * s
-            ph = patch * s
-            acc[:, oy : oy + ph, ox : ox + ph] += o * weight
-            wsum[oy : oy + ph, ox : ox + ph] += weight
+            strip.add(o * weight, weight, ys[i] * s, xs[j] * s)
         stats["patches"] += len(chunk)
         k += len(chunk)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        result = acc / wsum
-    result = result[:, py * s : (py + h) * s, px * s : (px + w) * s]
-    bad = _dilate(~valid, int(nodata_dilation))
-    if bad.any():
-        result[:, np.repeat(np.repeat(bad, s, axis=0), s, axis=1)] = np.nan
-    return result.astype(np.float32, copy=False)
+        # rows above the next window's row are final: windows go row by row
+        if k < len(windows):
+            flush(ys[windows[k][0]] * s)
+    flush(hp * s)
+    return result
+
+
+class _Strip:
+    """Running weighted sums of the output rows from ``base`` on (grows as windows need)."""
+
+    def __init__(self, bands: int, height: int, width: int) -> None:
+        self.base = 0
+        self.acc = np.zeros((bands, height, width), dtype=np.float32)
+        self.wsum = np.zeros((height, width), dtype=np.float32)
+
+    def add(self, values: np.ndarray, weight: np.ndarray, row: int, col: int) -> None:
+        top, n = row - self.base, values.shape[1]
+        if top + n > self.wsum.shape[0]:  # grow (a batch spanning several window rows)
+            extra = top + n - self.wsum.shape[0]
+            self.acc = np.concatenate(
+                [self.acc, np.zeros((self.acc.shape[0], extra, self.acc.shape[2]), np.float32)],
+                axis=1,
+            )
+            self.wsum = np.concatenate(
+                [self.wsum, np.zeros((extra, self.wsum.shape[1]), np.float32)]
+            )
+        self.acc[:, top : top + n, col : col + values.shape[2]] += values
+        self.wsum[top : top + n, col : col + values.shape[2]] += weight
+
+    def take(self, upto: int) -> tuple[np.ndarray, int]:
+        """The weighted means of rows ``base..upto`` (NaN where nothing was added); these
+        rows leave the strip. Returns them and their first row."""
+        n = max(0, min(upto - self.base, self.wsum.shape[0]))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            block = self.acc[:, :n] / self.wsum[:n]
+        row0 = self.base
+        self.acc = np.concatenate([self.acc[:, n:], np.zeros_like(self.acc[:, :n])], axis=1)
+        self.wsum = np.concatenate([self.wsum[n:], np.zeros_like(self.wsum[:n])])
+        self.base += n
+        return block, row0
 
 
 def _forward(model, batch, device, stats: dict[str, Any]) -> np.ndarray:
@@ -607,7 +670,12 @@ def _write_superres(session, cube, times, settings, ledger, record, prepared) ->
             continue
         step = ds[list(v.bands)].isel(time=idx)
         data = np.stack([step[b].values for b in v.bands]).astype(np.float32)
-        out = super_resolve(
+
+        def write_rows(row0: int, block: np.ndarray, idx: int = idx) -> None:
+            for k, b in enumerate(v.outputs):
+                arrays[b][idx, row0 : row0 + block.shape[1], :] = encode(block[k])
+
+        super_resolve(
             data,
             model,
             overlap=settings.overlap,
@@ -615,9 +683,8 @@ def _write_superres(session, cube, times, settings, ledger, record, prepared) ->
             phase=check.phase,
             nodata_dilation=settings.nodata_dilation,
             stats=stats,
+            sink=write_rows,
         )
-        for k, b in enumerate(v.outputs):
-            arrays[b][idx] = encode(out[k])
         summary["computed"] += 1
         log.info("super-resolution: %s done (%d of %d)", key, summary["computed"], len(todo))
     group.attrs.update(
