@@ -152,18 +152,18 @@ def main() -> None:
     det.get_cloud_probability_maps(toa[:8, :8][None])  # model loaded before timing
     cloud_probability(toa[:8, :8])
     settings10 = CloudSettings.make(thresholds=[40, 60], resolution=10, shadows=True)
-    small = toa[: size // 2, : size // 2].copy()  # overhead: alternating runs, medians
+    sub = toa[: size // 2, : size // 2].copy()  # overhead: alternating runs, medians
     nosh = CloudSettings.make(thresholds=[40, 60], resolution=10)
     runs: dict[str, list[float]] = {"bare": [], "stage": [], "stage+shadows": []}
     for _ in range(3):
-        runs["bare"].append(timed(lambda: det.get_cloud_probability_maps(small[None]))[0])
-        runs["stage"].append(timed(lambda: window_layers(small, nosh, 10.0, None))[0])
+        runs["bare"].append(timed(lambda: det.get_cloud_probability_maps(sub[None]))[0])
+        runs["stage"].append(timed(lambda: window_layers(sub, nosh, 10.0, None))[0])
         runs["stage+shadows"].append(
-            timed(lambda: window_layers(small, settings10, 10.0, (160.0, 30.0)))[0]
+            timed(lambda: window_layers(sub, settings10, 10.0, (160.0, 30.0)))[0]
         )
     med = {k: float(np.median(v)) for k, v in runs.items()}
     spread = {k: (min(v), max(v)) for k, v in runs.items()}
-    omp = small.shape[0] * small.shape[1] / 1e6
+    omp = sub.shape[0] * sub.shape[1] / 1e6
     rows = []
     settings = {
         r: CloudSettings.make(thresholds=[40], resolution=r) for r in (10, 20, 60, 120, 160)
@@ -197,7 +197,7 @@ def main() -> None:
         "",
         "## Stage overhead against bare s2cloudless (same in-memory TOA, 10 m)",
         "",
-        f"{small.shape[0]} x {small.shape[1]} px, three alternating runs each; median "
+        f"{sub.shape[0]} x {sub.shape[1]} px, three alternating runs each; median "
         "(min-max) seconds.",
         "",
         "| what | s median (min-max) | s/Mpx | ratio to bare |",

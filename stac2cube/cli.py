@@ -336,11 +336,11 @@ def cmd_clouds(args: argparse.Namespace) -> int:
         stored_settings,
     )
 
+    thresholds = parse_thresholds(args.thresholds)
+    CloudSettings.make(thresholds=thresholds, resolution=args.cloud_resolution)  # checked first
     cube = _require_cube(args.store)
     state = cube.state
     check_sentinel2(state.request, cube.name)
-    thresholds = parse_thresholds(args.thresholds)
-    CloudSettings.make(thresholds=thresholds, resolution=args.cloud_resolution)  # checked first
     settings = merged_settings(
         stored_settings(cube),
         thresholds=thresholds,
