@@ -20,7 +20,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+
+from stac2cube.signing import redact_url
 
 __all__ = [
     "ProgressArtifact",
@@ -55,23 +56,6 @@ def artifact_key(store: str, suffix: str) -> str:
     name = Path(str(store).rstrip("/")).name.removesuffix(".icechunk") or "cube"
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "cube"
     return f"cube-{slug}-{suffix}"
-
-
-def redact_url(url: str | None) -> str | None:
-    """``url`` without user name, password, query or fragment (which may carry keys).
-
-    >>> redact_url("https://user:key@example.com/stac?token=abc")
-    'https://example.com/stac'
-    """
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if not parts.scheme:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _fmt(value: Any) -> str:

@@ -28,7 +28,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+
+from stac2cube.signing import redact_url
 
 if TYPE_CHECKING:
     from stac2cube.cube import Cube
@@ -49,19 +50,6 @@ DATACUBE_EXTENSION = "https://stac-extensions.github.io/datacube/v2.2.0/schema.j
 PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 #: per-step coordinates the cube also stores (auxiliary variables of the time dimension)
 _STEP_COORDS = ("valid_fraction", "cloud_fraction")
-
-
-def _public_url(url: str | None) -> str | None:
-    """``url`` without user, password, query or fragment (which may carry keys)."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if not parts.scheme:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
 def _iso(value: str) -> str:
@@ -96,7 +84,8 @@ def cube_collection_from_state(
         tiles: The tile coordinate values of a cube with one step per tile.
     """
     times = sorted({_iso(e["time"]) for e in ledger})
-    catalog = _public_url(record.get("catalog_url"))
+    catalog = redact_url(record.get("catalog_url"))
+    catalog = catalog.rstrip("/") if catalog else catalog
     collection = record.get("collection")
     west, south, east, north = (float(v) for v in record["bbox"])
     xmin, ymin, xmax, ymax = (float(v) for v in grid.bounds)

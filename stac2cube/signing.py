@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from stackstac.rio_reader import AutoParallelRioReader
 
@@ -63,6 +63,23 @@ def subscription_key(
 def needs_signing(href: str) -> bool:
     """True for hrefs in Azure Blob Storage (what Planetary Computer serves)."""
     return urlparse(href).netloc.endswith(BLOB_STORAGE_DOMAIN)
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` without user name, password, query or fragment (which may carry keys).
+
+    >>> redact_url("https://user:key@example.com/stac?token=abc")
+    'https://example.com/stac'
+    """
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if not parts.scheme:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def redact(text: str) -> str:

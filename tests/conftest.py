@@ -17,16 +17,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="stac2cube-prefect-home-"))
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip locally, fail in CI."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI must run this test but: {reason}")
-    pytest.skip(reason)
+from helpers import IN_CI, require  # noqa: F401  (tests import them from conftest)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ takes 2024-03-01..08 (two steps), an update extends it to 2024-03-20 (four steps
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import xarray as xr
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip locally, fail in CI (as ``tests/conftest.py``'s, which this module shadows)."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI must run this test but: {reason}")
-    pytest.skip(reason)
-
+from helpers import require  # noqa: F401  (this module shadows tests/conftest.py)
 
 DAYS = ["2024-03-01", "2024-03-06", "2024-03-11", "2024-03-16"]
 BANDS = ["B04", "B08"]
