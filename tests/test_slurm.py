@@ -150,19 +150,31 @@ def test_flow_on_the_slurm_runner(slurm, tmp_path):
     worker_log = _wait_for(tmp_path / f"stac2cube-dask-{job}.err")
     assert "Starting temporary server" not in worker_log
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-            )
-        )
+    runs = _final_task_runs(state.state_details.flow_run_id)
     assert len(runs) == 2
     assert all(r.state.is_completed() for r in runs)
     _wait_no_jobs(slurm)
 
 
+
+def _final_task_runs(flow_run_id, timeout: float = 60.0):
+    """The flow run's task runs once each has a final state.
+
+    Task-run states reach the API as events that the server records asynchronously, so a
+    read right after the flow returns may still see RUNNING.
+    """
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            if all(r.state.is_final() for r in runs) or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.5)
+
 EMBEDDED_SCRIPT = """
-import json, os, sys
+import json, os, sys, time
 
 import dask.array as da
 from prefect import flow, task
@@ -192,9 +204,15 @@ if __name__ == "__main__":
     with shared_prefect_api() as url:
         state = embedded.with_options(task_runner=task_runner_for("slurm", block))(
             return_state=True)
+        # task-run states reach the API as events, recorded asynchronously: wait for the last one
+        deadline = time.monotonic() + 60
         with get_client(sync_client=True) as client:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+            while True:
+                runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+                if all(r.state.is_final() for r in runs) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
     print("RESULT", json.dumps({"url": url, "result": state.result(),
                                 "task_runs": [r.state.type.value for r in runs]}))
 """
