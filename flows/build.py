@@ -106,6 +106,8 @@ class PreparedBuild:
     state: CubeState | None
     steps: list[TimeStep]
     plan: Plan
+    #: keys of steps whose listed broken assets read again (stac2cube.broken)
+    refill: frozenset[str] = frozenset()
 
     @property
     def store(self) -> str:
@@ -124,14 +126,42 @@ def prepare_build(request: CubeRequest, store: str | Path | Cube) -> PreparedBui
         steps = static_steps(deduplicate(items)[0])
     else:
         steps = group_task(quote(items), request.tile_mode)
+    refill = probe_broken(request, steps, state.ledger) if state is not None else frozenset()
     plan = plan_task(
         quote(steps),
         quote(state.ledger if state is not None else []),
         quote(state.request.get("rejected", []) if state is not None else []),
+        quote(refill),
     )
     if plan.empty and state is None:
         raise EmptySearchError("no scenes left after de-duplication")
-    return PreparedBuild(request, cube, state, steps, plan)
+    return PreparedBuild(request, cube, state, steps, plan, refill)
+
+
+def probe_broken(request: CubeRequest, steps: list[TimeStep], ledger) -> frozenset[str]:
+    """Keys of the steps whose ledger lists broken assets of which one reads again over the
+    cube's area (:func:`stac2cube.broken.refill_keys`); each probe is logged."""
+    from stac2cube.broken import asset_problem, refill_keys
+    from stac2cube.load import http_gdal_env
+
+    if not any(e.get("broken_assets") for e in ledger):
+        return frozenset()
+    log = get_logger()
+    signer = make_signer(request.catalog, [i for s in steps for i in s.items])
+    area = (request.grid.epsg, tuple(request.grid.bounds))
+
+    def problem(href: str) -> str | None:
+        return asset_problem(href, area, signer=signer, env=http_gdal_env())
+
+    def report(key: str, record: dict[str, Any], reason: str | None) -> None:
+        if reason is None:
+            log.info("time step %s: item %s asset %s reads again: it is filled in",
+                     key, record["item"], record["asset"])  # fmt: skip
+        else:
+            log.warning("time step %s: item %s asset %s is still unreadable (%s): left as nodata",
+                        key, record["item"], record["asset"], reason)  # fmt: skip
+
+    return frozenset(refill_keys(steps, ledger, problem, report))
 
 
 def execute_build(
@@ -145,17 +175,22 @@ def execute_build(
     lock (two runs never write one cube, or the files beside it, at the same time)."""
     log = get_logger()
     request, cube = prepared.request, prepared.cube
-    snapshot, written = None, []
+    snapshot, written, broken = None, [], {}
     with cube.lock():
         _, plan = replan(prepared)  # the handle now holds the state read under the lock
         ledger = cube.ledger
         if not plan.empty:
             with pixel_client():  # the cluster starts here, only when there is pixel work
-                snapshot, ledger, written = write_plan(
-                    request, plan, cube, batch_size, pc_key=pc_key, superres=superres
-                )
+                snapshot, ledger, written = write_plan_or_skip_broken(
+                    request, plan, cube, batch_size, pc_key=pc_key, superres=superres,
+                    broken=broken,
+                )  # fmt: skip
         products = write_products(cube, request, written)
     summary = _summary(cube.name, snapshot, plan, ledger)
+    if broken:
+        from stac2cube.broken import broken_list
+
+        summary["broken_assets"] = broken_list(broken)
     summary["filtered_time_steps"] = 0
     if snapshot is not None:  # what was written, after the filters
         n_replaced = sum(t in plan.replaced_times for t in written)
@@ -188,7 +223,9 @@ def replan(prepared: PreparedBuild) -> tuple[CubeState | None, Plan]:
             f"{'created' if state is not None else 'removed'} the cube while this run was "
             "planning; nothing was written, run again"
         )
-    plan = plan_changes(prepared.steps, state.ledger, state.request.get("rejected", []))
+    plan = plan_changes(
+        prepared.steps, state.ledger, state.request.get("rejected", []), prepared.refill
+    )
     return state, plan
 
 
@@ -318,6 +355,37 @@ def _summary(store, snapshot, plan: Plan, ledger) -> dict[str, Any]:
     }
 
 
+def write_plan_or_skip_broken(
+    request: CubeRequest,
+    plan: Plan,
+    cube: Cube,
+    batch_size: int = 8,
+    *,
+    pc_key: str | None = None,
+    superres: SuperresSettings | None = None,
+    broken: dict[tuple[str, str], str],
+) -> tuple[str | None, list, list[str]]:
+    """:func:`write_plan`; with the request's ``errors_as_nodata``, an asset whose read fails
+    is added to ``broken`` (``(item id, asset key) -> reason``) and the plan is written again
+    without it, from a fresh session (see :mod:`stac2cube.broken`)."""
+    from stac2cube.errors import AssetReadError
+
+    while True:
+        try:
+            return write_plan(
+                request, plan, cube, batch_size, pc_key=pc_key, superres=superres, broken=broken
+            )
+        except AssetReadError as exc:
+            if not request.errors_as_nodata or (exc.item, exc.asset) in broken:
+                raise
+            broken[(exc.item, exc.asset)] = exc.reason
+            get_logger().warning(
+                "item %s asset %s cannot be read (%s): it is written as nodata "
+                "(errors_as_nodata) and listed in the ledger; writing the run again",
+                exc.item, exc.asset, exc.reason,
+            )  # fmt: skip
+
+
 def write_plan(
     request,
     plan: Plan,
@@ -326,6 +394,7 @@ def write_plan(
     *,
     pc_key: str | None = None,
     superres: SuperresSettings | None = None,
+    broken: dict[tuple[str, str], str] | None = None,
 ) -> tuple[str | None, list, list[str]]:
     """Load, preprocess and write the plan's time steps into the cube; commit once.
 
@@ -333,6 +402,9 @@ def write_plan(
     The handle holds the lifecycle (:meth:`Cube.writing`): a new cube is staged in a hidden
     directory and renamed into place after its commit, so a failed first build leaves nothing;
     an existing cube is written in one session, invisible to readers until the commit.
+
+    Assets in ``broken`` (``(item id, asset key) -> reason``) are read as nodata and listed in
+    their steps' ledger entries (:mod:`stac2cube.broken`).
 
     Returns:
         ``(snapshot, ledger, times written)``.
@@ -344,7 +416,9 @@ def write_plan(
     with cube.writing() as session:
         # the pixels: workers write them through a fork of the session, merged back here
         with forked(session) as pixels:
-            staged = stage_batches(request, plan, cube, pixels, batch_size, pc_key=pc_key)
+            staged = stage_batches(
+                request, plan, cube, pixels, batch_size, pc_key=pc_key, broken=broken
+            )
             written = [e["time"] for e in staged.entries]
             if not written and state is None:
                 raise EmptySearchError(
@@ -412,12 +486,16 @@ def stage_batches(
     batch_size: int = 8,
     *,
     pc_key: str | None = None,
+    broken: dict[tuple[str, str], str] | None = None,
 ) -> StagedSteps:
     """Per batch of steps: load -> preprocess -> ledger entries -> filters -> write.
 
     Steps after the cube's end are appended batch by batch; otherwise (inserts, replacements)
-    the batches are kept lazy for :func:`insert_steps`.
+    the batches are kept lazy for :func:`insert_steps`. Assets in ``broken`` are read as
+    nodata and listed in their steps' ledger entries.
     """
+    from stac2cube.broken import note_broken, without_broken
+
     log = get_logger()
     state = cube.state
     appends_only = not plan.replace and (
@@ -435,10 +513,11 @@ def stage_batches(
         batch = steps[k : k + batch_size]
         items_b = [i for s in batch for i in s.items]
         signer = make_signer(request.catalog, items_b, key=pc_key)
-        raw = load_task(request, quote(items_b), signer=signer)
+        raw = load_task(request, quote(without_broken(items_b, broken or {})), signer=signer)
         ds, batch_entries = preprocess_task(request, quote(batch), quote(raw), integers=True)
         ds = with_cube_placeholders(cube, ds)  # coreg_* coordinates of a co-registered cube
         stamp_ledger(batch_entries, batch)
+        note_broken(batch_entries, batch, broken or {})
         for entry in batch_entries:
             entry["processing"] = dict(processing)
         ds, batch_entries, items_b = filter_steps(request, ds, batch_entries, batch)
@@ -512,8 +591,11 @@ def filter_steps(
     import dask
     import numpy as np
 
+    from stac2cube.tasks.write import naming_read_errors
+
     # one computation for both (they share the reads); kept so the write does not redo them
-    valid, cloud = dask.compute(ds["valid_fraction"].data, ds["cloud_fraction"].data)
+    with naming_read_errors(items):
+        valid, cloud = dask.compute(ds["valid_fraction"].data, ds["cloud_fraction"].data)
     ds = ds.assign_coords(valid_fraction=("time", valid), cloud_fraction=("time", cloud))
     keep = np.asarray(valid, "float64") >= request.min_coverage
     if request.max_scene_cloud < 100:
@@ -546,6 +628,8 @@ def described_with_range(request, state: CubeState | None) -> dict[str, Any]:
     # the pixel options equal the cube's (check_compatible): written out, so that a cube made
     # before they were recorded names them from now on
     record.update({k: described[k] for k in ("resampling", "clip", "options")})
+    # the run's choice (an update passes the cube's own on: stac2cube.broken)
+    record["errors_as_nodata"] = described["errors_as_nodata"]
     record["start"] = min(record["start"], described["start"])
     record["end"] = max(record["end"], described["end"])
     # composites asked for later join the cube's own (all are kept up to date from then on)

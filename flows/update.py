@@ -25,6 +25,7 @@ def update_cube(
     coregister: bool = False,
     superres: bool = False,
     superres_model_dir: str | None = None,
+    errors_as_nodata: bool = False,
 ) -> dict[str, Any]:
     """Extend the cube at ``store`` up to ``end`` with what its catalog has gained.
 
@@ -45,6 +46,8 @@ def update_cube(
         superres: Also super-resolve the new steps with SEN2SR (a cube whose group superres
             exists gets them anyway, with the settings stored in the group).
         superres_model_dir: Folder of the SEN2SR weights (default: the group's).
+        errors_as_nodata: Read unreadable assets as nodata, listed in the ledger (a cube built
+            with it keeps it anyway); listed assets that read again are filled in either way.
 
     Returns:
         The summary of :func:`~stac2cube.flows.build.get_stac_layers`.
@@ -77,6 +80,8 @@ def update_cube(
     )
     if coregister:
         params["coregister"] = True
+    if errors_as_nodata:
+        params["errors_as_nodata"] = True
     if superres or superres_model_dir:
         params.update(superres=True, superres_model_dir=superres_model_dir)
     return report_here(get_stac_layers(**params))

@@ -273,6 +273,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     superres = {}
     if args.superres or args.superres_model_dir:
         superres = {"superres": True, "superres_model_dir": args.superres_model_dir}
+    if args.errors_as_nodata:
+        superres["errors_as_nodata"] = True  # passed on like the stage switches
     if params is not None:
         check_build({**params, **superres}, args.runner)
     from stac2cube.flows.update import update_cube

@@ -54,6 +54,7 @@ BUILD_OPTIONS = (
     "cloud_layers",
     "coregister",
     "superres", "superres_model_dir", "superres_model",
+    "errors_as_nodata",
 )  # fmt: skip
 #: the build's options that are also ``stac2cube availability``'s
 AVAILABILITY_OPTIONS = ("start", "end", "max_cloud", "season", "dates")
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=8, help="time steps read and written at a time"
     )
     add_cli_options(u, ["cloud_layers", "coregister", "superres", "superres_model_dir"])
+    add_cli_options(u, ["errors_as_nodata"])
     _add_runner_arguments(u)
 
     h = sub.add_parser("history", help="list a cube's commits (snapshots), newest first")

@@ -31,6 +31,18 @@ class ReadError(Stac2CubeError):
     """An asset could not be read (missing, corrupt, unreachable)."""
 
 
+class AssetReadError(ReadError):
+    """A read failure traced to one asset: ``item`` id, ``asset`` key and the reader's
+    ``reason`` (see ``errors_as_nodata``)."""
+
+    def __init__(self, message: str, item: str, asset: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.item, self.asset, self.reason = item, asset, reason
+
+    def __reduce__(self):
+        return type(self), (str(self), self.item, self.asset, self.reason)
+
+
 class StoreError(Stac2CubeError):
     """The cube store is missing, not a stac2cube cube, or busy."""
 

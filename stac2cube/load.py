@@ -30,7 +30,9 @@ and time-outs (:data:`HTTP_GDAL_ENV`: 4 retries, 0.5 s doubling; GDAL 3.10 does 
 body cut off half-way, which GDAL does not retry and keeps in its cache (:data:`READ_RETRIES`
 tries, the later ones bypassing GDAL's cache of that file; logged by ``stac2cube.load`` at
 WARNING). A read that fails for good names the item and asset. A missing
-asset (HTTP 404) is an error, never silently nodata (stackstac's default).
+asset (HTTP 404) is an error, never silently nodata (stackstac's default); with the request's
+``errors_as_nodata`` the run records such assets and reads them as nodata
+(:mod:`stac2cube.broken`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import numpy as np
 import xarray as xr
 from stackstac.rio_reader import AutoParallelRioReader
 
+from stac2cube.broken import BROKEN
 from stac2cube.errors import ReadError
 from stac2cube.grid import Grid
 from stac2cube.missions import BandSpec, MissionSpec, find_asset
@@ -152,7 +155,8 @@ def canonical_items(
     """Copies of ``items`` whose assets are keyed by canonical band name (``B04``).
 
     Optional bands (Landsat ``lwir11`` of L2SR items) an item lacks are left out: stackstac
-    then fills that item's pixels with the fill value.
+    then fills that item's pixels with the fill value; so are assets marked broken
+    (:data:`~stac2cube.broken.BROKEN`, ``errors_as_nodata``).
 
     Raises:
         ReadError: an item lacks one of the (non-optional) bands.
@@ -162,6 +166,8 @@ def canonical_items(
         assets = {}
         for band in bands:
             key = find_asset(item, band)
+            if key is not None and BROKEN in item["assets"][key]:
+                continue  # unreadable, read as nodata by choice (stac2cube.broken)
             if key is None:
                 if band.optional:
                     continue

@@ -13,6 +13,9 @@ The ledger, not Prefect state, decides what is new:
   processing of the same acquisition is **kept** as it is (``Plan.kept`` names the scenes);
 * every step written gets a timestamp no other step of the cube has (moved on by whole seconds
   where it would collide), so time stays a unique index over any sequence of runs;
+* a step whose ledger entry lists broken assets (``errors_as_nodata``) is **replaced** when one
+  of them reads again (``refill``, probed by :func:`stac2cube.broken.refill_keys`), else left
+  as it is;
 * a step the coverage or scene-cloud filters dropped before is recorded (``rejected`` in the
   cube's request record) and not read again until the catalog offers a new or newer scene
   for it.
@@ -21,7 +24,7 @@ The ledger, not Prefect state, decides what is new:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -77,13 +80,15 @@ def plan_changes(
     steps: Sequence[TimeStep],
     ledger: Sequence[dict[str, Any]],
     rejected: Sequence[dict[str, Any]] = (),
+    refill: Collection[str] = (),
 ) -> Plan:
     """Split ``steps`` into additions, replacements and unchanged steps against ``ledger``.
 
     A replaced step takes its own timestamp (``replaced_times`` maps new -> old time). A step
     the coverage or cloud filters ``rejected`` before (see :func:`rejected_entry`) counts as
     unchanged until the catalog offers a new or newer scene for it. A step whose replacement
-    would drop a scene that vanished from the catalog is kept (:attr:`Plan.kept`). The steps to
+    would drop a scene that vanished from the catalog is kept (:attr:`Plan.kept`). A step
+    whose key is in ``refill`` and whose entry lists broken assets is replaced. The steps to
     write get timestamps unique in the cube (:func:`unique_times`).
     """
     by_key = {ledger_key(entry): entry for entry in ledger}
@@ -95,7 +100,9 @@ def plan_changes(
             unchanged += 1  # filtered out before, in this very version
         elif entry is None:
             add.append(step)
-        elif not _has_newer(step, entry):
+        elif not _has_newer(step, entry) and not (
+            step.key in refill and entry.get("broken_assets")
+        ):
             unchanged += 1
         elif vanished := vanished_scenes(step, entry):
             kept[step.key] = vanished

@@ -98,6 +98,8 @@ class CubeRequest(SearchRequest):
     #: write cloud layers for the steps of the run (stac2cube.clouds); not part of the record
     cloud_layers: bool = False
     coregister: bool = False
+    #: unreadable assets are recorded and read as nodata instead of failing (stac2cube.broken)
+    errors_as_nodata: bool = False
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready record of the request, stored in the cube so ``update`` needs only a path."""
@@ -125,6 +127,7 @@ class CubeRequest(SearchRequest):
             "composites": list(self.composites),
             "statistics": self.statistics,
             "quicklook": self.quicklook,
+            "errors_as_nodata": self.errors_as_nodata,
         }
 
 
@@ -403,6 +406,7 @@ def make_request(
     quicklook: str | None = None,
     cloud_layers: bool = False,
     coregister: bool = False,
+    errors_as_nodata: bool = False,
 ) -> CubeRequest:
     """Validate user input into a :class:`CubeRequest`.
 
@@ -502,4 +506,5 @@ def make_request(
         quicklook=quicklook,
         cloud_layers=bool(cloud_layers),
         coregister=bool(coregister),
+        errors_as_nodata=bool(errors_as_nodata),
     )

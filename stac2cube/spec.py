@@ -255,6 +255,18 @@ class ProductSpec(_Section):
     )
 
 
+class ReadSpec(_Section):
+    """How unreadable assets are handled (:mod:`stac2cube.broken`)."""
+
+    errors_as_nodata: bool = Field(
+        False,
+        description="Read a corrupt, truncated or missing (HTTP 404) asset as nodata instead of "
+        "failing the run; the ledger entry of its time step lists it, and a later update that "
+        "finds it readable fills it in. Kept by the cube's updates. Default: fail naming the "
+        "item and asset, store untouched.",
+    )
+
+
 class CloudSpec(_Section):
     """Cloud layers (:mod:`stac2cube.clouds`): s2cloudless on the matching L1C scenes."""
 
@@ -320,6 +332,7 @@ class CubeSpec(_Section):
     layers: LayerSpec = LayerSpec()
     filters: FilterSpec = FilterSpec()
     products: ProductSpec = ProductSpec()
+    reading: ReadSpec = ReadSpec()
     clouds: CloudSpec = CloudSpec()
     coregistration: CoregSpec = CoregSpec()
     superresolution: SuperresSpec = SuperresSpec()
@@ -387,6 +400,7 @@ class CubeSpec(_Section):
             "composites": list(record.get("composites") or []) or None,
             "statistics": record.get("statistics"),
             "quicklook": record.get("quicklook") or None,
+            "errors_as_nodata": record.get("errors_as_nodata"),
             **{key: options.get(key) for key in ("mask_clouds", "scl_classes", "qa_flags")},
             "sar_scale": options.get("sar_scale") or None,
         }
@@ -532,7 +546,7 @@ _FLOW_ORDER = (
     "qa_flags", "sar_scale", "pc_key_block", "season", "dates", "clip", "tile_mode",
     "min_coverage", "max_scene_cloud", "indices", "composites", "statistics", "quicklook",
     "per_feature", "name_field", "cloud_layers", "coregister", "superres", "superres_model_dir",
-    "superres_model",
+    "superres_model", "errors_as_nodata",
 )  # fmt: skip
 
 
@@ -631,6 +645,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "mask_clouds": _switch("mask_clouds"),
     "statistics": _switch("statistics"),
     "cloud_layers": _switch("cloud_layers"),
+    "errors_as_nodata": _switch("errors_as_nodata"),
     "resampling": _choice("resampling", ResamplingName),
     "tile_mode": _choice("tile_mode", TileMode),
     "sar_scale": _choice("sar_scale", SarScale),

@@ -13,9 +13,12 @@ from stac2cube.steps import TimeStep
 
 @task(name="plan", cache_policy=NO_CACHE)
 def plan_task(
-    steps: list[TimeStep], ledger: list[dict[str, Any]], rejected: list[dict[str, Any]] = ()
+    steps: list[TimeStep],
+    ledger: list[dict[str, Any]],
+    rejected: list[dict[str, Any]] = (),
+    refill: set[str] = frozenset(),
 ) -> Plan:
     """Prefect task: :func:`~stac2cube.plan.plan_changes`, logged (:func:`~stac2cube.plan.log_plan`)."""
-    plan = plan_changes(steps, ledger, rejected)
+    plan = plan_changes(steps, ledger, rejected, refill)
     log_plan(plan)
     return plan

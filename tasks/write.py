@@ -17,7 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stac2cube.cube import Cube
-from stac2cube.errors import ReadError
+from stac2cube.errors import AssetReadError, ReadError
 from stac2cube.store import rewrite_time_steps, write_time_steps
 
 #: an exception's repr without quotes inside its message: ``RasterioIOError('...')``
@@ -27,15 +27,22 @@ _HREF = re.compile(r"(?:file|https?|s3)://[^\s'\"]+|/[^\s'\"]+\.(?:tif|tiff|jp2)
 
 def describe_read_error(exc: BaseException, assets: dict[str, tuple[str, str]]) -> str:
     """Name the item and asset behind a read failure, given ``href -> (item id, band)``."""
+    return str(read_error(exc, assets))
+
+
+def read_error(exc: BaseException, assets: dict[str, tuple[str, str]]) -> ReadError:
+    """The :class:`ReadError` of a read failure: an :class:`AssetReadError` (item id, asset
+    key, reason) when the failure names one of ``assets`` (``href -> (item id, band)``)."""
     text = " ".join(str(e) for e in _chain(exc))
     for href, (item_id, band) in assets.items():
         path = href.removeprefix("file://")
         if href in text or path in text:
             reason = _first_line(exc).replace(f"{path}: ", "")  # the href is named already
-            return f"cannot read item {item_id} asset {band} ({href}): {reason}"
+            message = f"cannot read item {item_id} asset {band} ({href}): {reason}"
+            return AssetReadError(message, item_id, band, reason)
     hrefs = _HREF.findall(text)
     where = f" ({hrefs[0]})" if hrefs else ""
-    return f"cannot read an asset{where}: {_first_line(exc)}"
+    return ReadError(f"cannot read an asset{where}: {_first_line(exc)}")
 
 
 def _chain(exc: BaseException):
@@ -91,7 +98,7 @@ def naming_read_errors(items: Sequence[dict[str, Any]]):
         raise
     except Exception as exc:
         if _looks_like_read_error(exc):
-            raise ReadError(describe_read_error(exc, asset_index(items))) from exc
+            raise read_error(exc, asset_index(items)) from exc
         raise
 
 
