@@ -140,18 +140,16 @@ def prepare_build(request: CubeRequest, store: str | Path | Cube) -> PreparedBui
 
 def probe_broken(request: CubeRequest, steps: list[TimeStep], ledger) -> frozenset[str]:
     """Keys of the steps whose ledger lists broken assets of which one reads again over the
-    cube's area (:func:`stac2cube.broken.refill_keys`); each probe is logged."""
+    cube's grid (:func:`stac2cube.broken.refill_keys`); each probe is logged."""
     from stac2cube.broken import asset_problem, refill_keys
-    from stac2cube.load import http_gdal_env
 
     if not any(e.get("broken_assets") for e in ledger):
         return frozenset()
     log = get_logger()
     signer = make_signer(request.catalog, [i for s in steps for i in s.items])
-    area = (request.grid.epsg, tuple(request.grid.bounds))
 
-    def problem(href: str) -> str | None:
-        return asset_problem(href, area, signer=signer, env=http_gdal_env())
+    def problem(item: dict[str, Any], asset: str) -> str | None:
+        return asset_problem(request, item, asset, signer=signer)
 
     def report(key: str, record: dict[str, Any], reason: str | None) -> None:
         if reason is None:

@@ -13,8 +13,8 @@ asset covers at the fill value) and completes:
   the run's reads per broken asset, paid only when an asset is broken;
 * the ledger entry of each step lists them (:func:`note_broken`): ``broken_assets``, a list of
   ``{"item", "asset", "reason"}``;
-* a later build or update that finds the step in its search probes each listed asset over the
-  cube's area (:func:`asset_problem`); a step with an asset that reads again is replaced
+* a later build or update that finds the step in its search reads each listed asset again over
+  the cube's grid (:func:`asset_problem`); a step with an asset that reads again is replaced
   (:func:`refill_keys`, the mechanism of a reprocessed scene), which clears its list; a step
   whose assets are all still broken stays as it is.
 """
@@ -77,11 +77,11 @@ def broken_list(broken: Broken) -> list[dict[str, str]]:
 def refill_keys(
     steps: Sequence[TimeStep],
     ledger: Iterable[Mapping[str, Any]],
-    problem: Callable[[str], str | None],
+    problem: Callable[[dict[str, Any], str], str | None],
     log: Callable[..., None] | None = None,
 ) -> set[str]:
-    """Keys of the ``steps`` whose ledger entry lists a broken asset that ``problem(href)``
-    (None: readable) now reads: to be written again.
+    """Keys of the ``steps`` whose ledger entry lists a broken asset that now reads
+    (``problem(item, asset key)`` is None): to be written again.
 
     Only assets of steps in ``steps`` (the run's search) are probed; an asset the catalog no
     longer offers counts as still broken.
@@ -95,8 +95,11 @@ def refill_keys(
             continue
         items = {i["id"]: i for i in step.items}
         for record in listed[step.key]:
-            asset = items.get(record["item"], {}).get("assets", {}).get(record["asset"])
-            reason = "not in the catalog" if asset is None else problem(asset["href"])
+            item = items.get(record["item"])
+            if item is None or record["asset"] not in item.get("assets", {}):
+                reason = "not in the catalog"
+            else:
+                reason = problem(item, record["asset"])
             if log is not None:
                 log(step.key, record, reason)
             if reason is None:
@@ -106,44 +109,38 @@ def refill_keys(
 
 
 def asset_problem(
-    href: str,
-    area: tuple[int, tuple[float, float, float, float]] | None = None,
-    *,
-    signer: Callable[[str], str] | None = None,
-    env: Mapping[str, str] | None = None,
+    request: Any, item: dict[str, Any], asset: str, *, signer: Callable[[str], str] | None = None
 ) -> str | None:
-    """None when the asset at ``href`` opens and its pixels over ``area`` (``(epsg, bounds)``,
-    default: all) read; else the reason, one line.
+    """None when asset ``asset`` of ``item`` reads over the cube's grid, else the reason (one
+    line).
 
-    Reads in strips of 1024 rows, so memory stays small; a truncated COG fails here (its
-    header alone reads fine).
+    It is read the way a build reads it (:func:`stac2cube.load.stack_items`: the same reader,
+    signing, GDAL options and retries, the cube's window), so a truncated COG fails here too
+    (its header alone reads fine). An asset no band of ``request`` uses counts as readable.
     """
-    import rasterio
-    from rasterio.warp import transform_bounds
-    from rasterio.windows import Window, from_bounds
+    from stac2cube.load import load_groups, stack_items
+    from stac2cube.missions import find_asset
 
-    path = href.removeprefix("file://")
-    if signer is not None:
-        path = signer(path)
-    try:
-        with rasterio.Env(**dict(env or {})), rasterio.open(path) as src:
-            full = Window(0, 0, src.width, src.height)
-            window = full
-            if area is not None and src.crs is not None:
-                epsg, bounds = area
-                box = transform_bounds(f"EPSG:{epsg}", src.crs, *bounds)
-                window = from_bounds(*box, transform=src.transform)
-                window = window.round_offsets("floor").round_lengths("ceil")
-                try:
-                    window = window.intersection(full)
-                except Exception:  # the area misses the asset: nothing of it is read
-                    return None
-            row, end = int(window.row_off), int(window.row_off + window.height)
-            while row < end:
-                rows = min(1024, end - row)
-                src.read(window=Window(window.col_off, row, window.width, rows))
-                row += rows
-    except Exception as exc:
-        text = (str(exc).strip().splitlines() or [""])[0].replace(f"{path}: ", "")
-        return f"{type(exc).__name__}: {text}"[:300]
+    for group in load_groups(request):
+        for band in group.bands:
+            if find_asset(item, band) != asset:
+                continue
+            data = stack_items(
+                [item], [band], request.grid, dtype=group.dtype, resampling=group.resampling,
+                fill_value=group.fill_value, signer=signer,
+            )  # fmt: skip
+            try:
+                data.compute(scheduler="threads")
+            except Exception as exc:
+                return _reason(exc)
     return None
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost error of ``exc``'s chain, ``Type: first line``."""
+    seen = set()
+    while id(exc) not in seen and (exc.__cause__ or exc.__context__) is not None:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}"[:300]
