@@ -42,10 +42,14 @@ class Broken:
         self.collection, self.http_collection = f"broken-{tag}", f"broken-http-{tag}"
         scenes = [
             SceneSpec(
-                TILE_A[0], TILE_A[1], TILE_A[2],
+                TILE_A[0],
+                TILE_A[1],
+                TILE_A[2],
                 dt.datetime.fromisoformat(f"{day}T10:30:21").replace(tzinfo=dt.UTC),
-                size=60, seed=90 + k, collection=self.collection,
-            )  # fmt: skip
+                size=60,
+                seed=90 + k,
+                collection=self.collection,
+            )
             for k, day in enumerate(DAYS)
         ]
         cat = write_catalog(root / "cogs", scenes, bands=BANDS)
@@ -91,7 +95,7 @@ def broken(stac_api, tmp_path_factory):
     series.files.stop()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture()
 def fresh_http_reads(broken, monkeypatch):
     # GDAL's in-process cache of the served files would hide a repaired (or removed) file
     monkeypatch.setenv("CPL_VSIL_CURL_NON_CACHED", f"/vsicurl/{broken.files.url}")
@@ -207,7 +211,7 @@ def test_truncated_cog_is_nodata_listed_and_filled_in_by_a_later_update(broken, 
     assert "broken_assets" not in fixed
 
 
-def test_missing_asset_over_http_is_nodata_and_filled_in(broken, tmp_path):
+def test_missing_asset_over_http_is_nodata_and_filled_in(broken, tmp_path, fresh_http_reads):
     """HTTP 404: read as nodata, listed with the status; back on the server, filled in."""
     from stac2cube import get_stac_layers, update_cube
 
@@ -235,3 +239,79 @@ def test_the_cli_takes_the_switch_on_build_and_update():
     args = parser.parse_args(["build", "--mission", "sentinel-2-l2a", "--errors-as-nodata"])
     assert args.errors_as_nodata
 
+
+# -- the pieces, without a flow -----------------------------------------------------------------
+
+
+def _steps_and_ledger(root: Path):
+    from stac2cube.plan import stamp_ledger
+    from stac2cube.steps import group_by_solar_day
+    from stac2cube.testing.synthetic import TILE_A, SceneSpec, write_catalog
+
+    scenes = [
+        SceneSpec(
+            TILE_A[0],
+            TILE_A[1],
+            TILE_A[2],
+            dt.datetime.fromisoformat(f"{day}T10:30:21+00:00"),
+            size=60,
+            seed=k,
+        )
+        for k, day in enumerate(DAYS)
+    ]
+    cat = write_catalog(root, scenes, bands=BANDS)
+    steps = group_by_solar_day(cat.items)
+    ledger = [
+        {
+            "time": s.time.isoformat(),
+            "solar_day": s.key,
+            "items": [{"id": i["id"]} for i in s.items],
+        }
+        for s in steps
+    ]
+    stamp_ledger(ledger, steps)
+    return cat, steps, ledger
+
+
+def test_plan_replaces_only_listed_steps_whose_asset_reads_again(tmp_path):
+    from stac2cube.broken import refill_keys
+    from stac2cube.plan import plan_changes
+
+    _, steps, ledger = _steps_and_ledger(tmp_path)
+    ledger[1]["broken_assets"] = [{"item": steps[1].item_ids[0], "asset": "nir", "reason": "x"}]
+    assert plan_changes(steps, ledger).unchanged == 2
+    plan = plan_changes(steps, ledger, refill={steps[1].key})
+    assert [s.key for s in plan.replace] == [steps[1].key] and not plan.add
+    assert plan.replaced_times == {steps[1].time.isoformat(): ledger[1]["time"]}  # same time
+    assert plan_changes(steps, ledger, refill={steps[0].key}).unchanged == 2  # nothing listed
+    readable, broken = (lambda item, asset: None), (lambda item, asset: "still broken")
+    assert refill_keys(steps, ledger, readable) == {steps[1].key}
+    assert refill_keys(steps, ledger, broken) == set()
+
+
+def test_asset_problem_reads_over_the_cube_grid(tmp_path):
+    from helpers import small_bbox
+
+    from stac2cube.broken import asset_problem
+    from stac2cube.request import make_request
+
+    cat, _, _ = _steps_and_ledger(tmp_path)
+    item = cat.items[1]
+    request = make_request(
+        mission="sentinel-2-l2a",
+        bbox=small_bbox(),
+        start=DAYS[0],
+        end=END,
+        bands=BANDS,
+        catalog="http://127.0.0.1:9/",
+        collection="c",
+    )
+    path = Path(item["assets"]["nir"]["href"].removeprefix("file://"))
+    assert asset_problem(request, item, "nir") is None
+    with truncated(path):
+        reason = asset_problem(request, item, "nir")
+        assert "read" in reason.lower() and len(reason.splitlines()) == 1, reason
+        assert asset_problem(request, item, "red") is None  # the other band reads
+    with removed(path):
+        assert "No such file" in asset_problem(request, item, "nir")
+    assert asset_problem(request, item, "thumbnail") is None  # no band of the cube uses it
