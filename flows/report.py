@@ -159,6 +159,8 @@ def report_markdown(
         f"| scenes read | {_fmt(summary.get('scenes', 0))} |",
         f"| time steps in the cube | {_fmt(summary.get('time_steps'))} |",
     ]
+    for b in summary.get("broken_assets") or []:  # errors_as_nodata (stac2cube.broken)
+        lines.append(f"| read as nodata | item {b['item']} asset {b['asset']}: {b['reason']} |")
     if info:
         shape = info.get("shape", {})
         time_range = info.get("time_range") or [None, None]

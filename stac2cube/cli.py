@@ -247,6 +247,8 @@ def _print_summary(store: str, summary: dict[str, Any]) -> None:
         print(
             f"  {summary['filtered_time_steps']} time steps dropped by the coverage/cloud filters"
         )
+    for b in summary.get("broken_assets") or []:  # --errors-as-nodata
+        print(f"  read as nodata: item {b['item']} asset {b['asset']} ({b['reason']})")
     for kind in ("settings", "statistics", "quicklook"):
         if summary.get(kind):
             print(f"  {kind}: {summary[kind]}")

@@ -350,6 +350,7 @@ class Cube:
                     "time": s["time"],
                     "scenes": len(s["items"]),
                     "rules": sorted({i["rule"] for i in s["items"]}),
+                    **({"broken_assets": s["broken_assets"]} if s.get("broken_assets") else {}),
                 }
                 for s in state.ledger
             ],

@@ -178,14 +178,21 @@ def test_default_fails_naming_item_and_asset_and_leaves_the_cube(broken, tmp_pat
     assert not any(e.get("broken_assets") for e in ledger(store))
 
 
-def test_truncated_cog_is_nodata_listed_and_filled_in_by_a_later_update(broken, tmp_path):
+def test_truncated_cog_is_nodata_listed_and_filled_in_by_a_later_update(broken, tmp_path, caplog):
+    import logging
+
     from stac2cube import get_stac_layers, update_cube
+    from stac2cube.cube import Cube
+    from stac2cube.flows.report import report_markdown
     from stac2cube.settings import read_settings, sidecar_path
 
     store = tmp_path / "lenient.icechunk"
     item = broken.items[1]
+    caplog.set_level(logging.WARNING)
     with truncated(broken.path(1)):
         summary = get_stac_layers(**broken.params(store, errors_as_nodata=True))
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any(f"item {item['id']} asset nir" in m and "nodata" in m for m in warned)
         assert_nodata_only_there(store, broken.clean, step=1, band="B08")
         entries = ledger(store)
         assert "broken_assets" not in entries[0]
@@ -193,6 +200,8 @@ def test_truncated_cog_is_nodata_listed_and_filled_in_by_a_later_update(broken, 
         assert (listed["item"], listed["asset"]) == (item["id"], "nir")
         assert "Read failed" in listed["reason"], listed
         assert summary["broken_assets"] == entries[1]["broken_assets"]
+        assert f"item {item['id']} asset nir" in report_markdown(summary)  # the run report
+        assert Cube(str(store)).info()["time_steps"][1]["broken_assets"] == [listed]
         # kept for the cube's updates: in its record and its settings file
         settings = read_settings(sidecar_path(str(store), ".settings.json"))
         assert settings["errors_as_nodata"] is True
