@@ -492,7 +492,7 @@ def stage_batches(
     the batches are kept lazy for :func:`insert_steps`. Assets in ``broken`` are read as
     nodata and listed in their steps' ledger entries.
     """
-    from stac2cube.broken import note_broken, without_broken
+    from stac2cube.broken import holds_broken, note_broken, without_broken
 
     log = get_logger()
     state = cube.state
@@ -520,7 +520,11 @@ def stage_batches(
             entry["processing"] = dict(processing)
         ds, batch_entries, items_b = filter_steps(request, ds, batch_entries, batch)
         kept = {e["time"] for e in batch_entries}
-        out.rejected += [rejected_entry(s) for s in batch if s.time.isoformat() not in kept]
+        out.rejected += [
+            rejected_entry(s)
+            for s in batch
+            if s.time.isoformat() not in kept and not holds_broken(s, broken or {})
+        ]
         skip_steps(len(batch) - len(batch_entries))
         if not batch_entries:
             progress.update(k + len(batch))

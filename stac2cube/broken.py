@@ -69,6 +69,12 @@ def note_broken(entries: Sequence[dict[str, Any]], steps: Sequence[TimeStep], br
             entry["broken_assets"] = found
 
 
+def holds_broken(step: TimeStep, broken: Broken) -> bool:
+    """Whether an asset of ``step`` is in ``broken`` (such a step the coverage or cloud filters
+    drop is not recorded as rejected: the next run reads it again)."""
+    return any((i["id"], k) in broken for i in step.items for k in i.get("assets", {}))
+
+
 def broken_list(broken: Broken) -> list[dict[str, str]]:
     """JSON-ready ``broken`` for the run's summary."""
     return [{"item": i, "asset": a, "reason": r} for (i, a), r in sorted(broken.items())]

@@ -298,6 +298,14 @@ def test_plan_replaces_only_listed_steps_whose_asset_reads_again(tmp_path):
     assert refill_keys(steps, ledger, broken) == set()
 
 
+def test_a_step_with_a_broken_asset_is_not_recorded_as_filtered_out(tmp_path):
+    from stac2cube.broken import holds_broken
+
+    _, steps, _ = _steps_and_ledger(tmp_path)
+    broken = {(steps[1].item_ids[0], "nir"): "x"}
+    assert holds_broken(steps[1], broken) and not holds_broken(steps[0], broken)
+
+
 def test_asset_problem_reads_over_the_cube_grid(tmp_path):
     from helpers import small_bbox
 
