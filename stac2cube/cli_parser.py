@@ -216,9 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="processing resolution in metres (default 60; the cube's resolution runs "
         "s2cloudless on exactly its pixels)",
     )
-    cl.add_argument(
-        "--shadows", action="store_true", default=None, help="also write shadow_mask"
-    )
+    cl.add_argument("--shadows", action="store_true", default=None, help="also write shadow_mask")
     cl.add_argument(
         "--cloud-method",
         choices=["s2cloudless", "csmask"],

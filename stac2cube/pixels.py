@@ -248,7 +248,9 @@ def stored_mosaic(
     return xr.DataArray(values, dims=("time", "band", "y", "x"), coords=coords, attrs=raw.attrs)
 
 
-def params_slice(params: dict[str, np.ndarray], items: slice, bands: slice) -> dict[str, np.ndarray]:
+def params_slice(
+    params: dict[str, np.ndarray], items: slice, bands: slice
+) -> dict[str, np.ndarray]:
     """The per-item (and per-band) parameters of :func:`stored_mosaic` for one block."""
     return {
         "shifts": params["shifts"][items, bands],
@@ -273,15 +275,23 @@ def _stored_block(
     out = np.zeros((1, *dn.shape[1:]), "uint16")
     have = np.zeros(dn.shape[1:], bool)
     for i in range(dn.shape[0]):
-        d = dn[i].astype("int32")
-        bad = np.broadcast_to(params["missing"][i][:, None, None], d.shape).copy()
+        x = dn[i]
+        valid = ~np.broadcast_to(params["missing"][i][:, None, None], x.shape)
         for marker in (params["nodata"][i], params["saturated"][i]):
-            if not np.isnan(marker):
-                bad |= d == int(marker)
+            if not np.isnan(marker) and 0 <= int(marker) <= 65535:  # else it matches no DN
+                valid = valid & (x != int(marker))
         if drop is not None:
-            bad |= drop[i].astype(bool)
-        take = ~have & ~bad
-        shifted = np.clip(d + params["shifts"][i][:, None, None], 1, 65535)
-        out[0][take] = shifted[take]
-        have |= take
+            valid = valid & ~drop[i].astype(bool)
+        shift = params["shifts"][i][:, None, None]
+        if (shift == 0).all():
+            value = np.maximum(x, 1, dtype="uint16")
+        else:
+            value = np.clip(x.astype("int32") + shift, 1, 65535).astype("uint16")
+        if i == 0:
+            np.copyto(out[0], value, where=valid)
+            have = valid
+        else:
+            take = valid & ~have
+            np.copyto(out[0], value, where=take)
+            have = have | take
     return out

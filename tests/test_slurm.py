@@ -156,7 +156,6 @@ def test_flow_on_the_slurm_runner(slurm, tmp_path):
     _wait_no_jobs(slurm)
 
 
-
 def _final_task_runs(flow_run_id, timeout: float = 60.0):
     """The flow run's task runs once each has a final state.
 
@@ -172,6 +171,7 @@ def _final_task_runs(flow_run_id, timeout: float = 60.0):
             if all(r.state.is_final() for r in runs) or time.monotonic() > deadline:
                 return runs
             time.sleep(0.5)
+
 
 EMBEDDED_SCRIPT = """
 import json, os, sys, time
