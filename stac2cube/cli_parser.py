@@ -95,7 +95,7 @@ def _add_request_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from stac2cube import __version__
-    from stac2cube.spec import add_cli_options
+    from stac2cube.spec import DEFAULT_BATCH_SIZE, add_cli_options
 
     parser = _Parser(
         prog="stac2cube",
@@ -131,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         "scenes (default 30)",
     )
     u.add_argument(
-        "--batch-size", type=int, default=8, help="time steps read and written at a time"
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"time steps read and written at a time (default {DEFAULT_BATCH_SIZE}, fewer on "
+        "large grids)",
     )
     add_cli_options(u, ["cloud_layers", "coregister", "superres", "superres_model_dir"])
     _add_runner_arguments(u)
