@@ -232,7 +232,7 @@ def stored_mosaic(
             dtype="uint16",
             chunks=((1,) * len(sizes), *data.chunks[1:]),
             params=params,
-            name="stored-mosaic",
+            token="stored-mosaic",  # a prefix: the keys get a hash of the inputs
             meta=np.empty((0, 0, 0, 0), "uint16"),
         )
     else:

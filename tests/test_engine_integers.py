@@ -131,3 +131,21 @@ def test_stored_mosaic_equals_float_path_then_first_valid(chunked):
     np.testing.assert_array_equal(got.values, want)
     assert (want == 0).any()  # some pixels have no valid item at all
     assert (want[0] != per_item[0]).any()  # later items fill the first item's gaps
+
+
+def test_stored_mosaics_of_different_stacks_keep_their_own_values_in_one_computation():
+    """Two stacks mosaicked in one dask computation (two batches, two cubes built in parallel
+    on one cluster): each result is its own stack's, as computed without dask."""
+    import dask
+
+    from stac2cube.pixels import stored_mosaic
+
+    rads = [RADIOMETRY[1000]] * 2
+    shifts = np.zeros((2, 2), "int32")
+    stacks = [every_dn(2), every_dn(2)[:, :, ::-1, :]]
+    lazy = [stored_mosaic(s.chunk({"item": 1, "band": 1}), rads, shifts, [[0, 1]]) for s in stacks]
+    assert lazy[0].data.name != lazy[1].data.name
+    got = dask.compute(*(m.data for m in lazy))
+    for stack, values in zip(stacks, got, strict=True):
+        np.testing.assert_array_equal(values, stored_mosaic(stack, rads, shifts, [[0, 1]]).values)
+    assert not np.array_equal(got[0], got[1])
