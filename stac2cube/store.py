@@ -462,8 +462,7 @@ def write_time_steps(
     """
     n = ds.sizes["time"]
     if not first:
-        check_same_grid(session, ds)
-        check_same_step_variables(session, ds)
+        check_fits_cube(session, ds)
     for k in range(0, n, batch_size):
         part = ds.isel(time=slice(k, k + batch_size))
         if first and k == 0:
@@ -473,13 +472,20 @@ def write_time_steps(
     return n
 
 
-def check_same_grid(session, ds: xr.Dataset) -> None:
-    """Raise :class:`GridMismatchError` unless the ``x`` and ``y`` of ``ds`` are the cube's.
+def check_fits_cube(session, ds: xr.Dataset) -> None:
+    """:func:`check_same_grid` and :func:`check_same_step_variables` on the cube in
+    ``session``, opened once."""
+    cube = xr.open_zarr(session.store, consolidated=False, chunks={})
+    check_same_grid(cube, ds)
+    check_same_step_variables(cube, ds)
+
+
+def check_same_grid(cube: xr.Dataset, ds: xr.Dataset) -> None:
+    """Raise :class:`GridMismatchError` unless the ``x`` and ``y`` of ``ds`` are the ``cube``'s.
 
     Appends never write ``x``/``y`` (:data:`APPEND`): steps read on another grid would carry
     the cube's coordinates, not their own.
     """
-    cube = xr.open_zarr(session.store, consolidated=False, chunks={})
     for dim in ("x", "y"):
         have, want = cube[dim].values, ds[dim].values
         if have.shape != want.shape or np.abs(have - want).max(initial=0.0) > TOLERANCE:
@@ -489,13 +495,13 @@ def check_same_grid(session, ds: xr.Dataset) -> None:
             )
 
 
-def check_same_step_variables(session, ds: xr.Dataset) -> None:
-    """Raise :class:`GridMismatchError` unless ``ds`` has exactly the cube's per-step variables.
+def check_same_step_variables(cube: xr.Dataset, ds: xr.Dataset) -> None:
+    """Raise :class:`GridMismatchError` unless ``ds`` has exactly the ``cube``'s per-step
+    variables.
 
     An append with a variable the cube lacks (or without one it has) would leave arrays of
     different lengths along time: a cube that no longer opens.
     """
-    cube = xr.open_zarr(session.store, consolidated=False, chunks={})
     have = {str(n) for n, v in cube.variables.items() if "time" in v.dims}
     want = {str(n) for n, v in ds.variables.items() if "time" in v.dims}
     if have != want:
