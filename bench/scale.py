@@ -216,6 +216,105 @@ def run_state(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------------------------------
+# the traced CLI: ``scale.py --traced TRACE CALLS stac2cube-args...`` is ``stac2cube args...``
+# with timing wrappers around a few stage functions (cheap: one perf_counter pair a call)
+
+#: (module, attribute) wrapped by the traced CLI; ``Class.method`` for methods
+TRACED = [
+    ("stac2cube.parameters", "update_parameters"),
+    ("stac2cube.flows.update", "update_parameters"),
+    ("stac2cube.tasks.search", "search_items"),
+    ("stac2cube.tasks.write", "write_time_steps"),
+    ("stac2cube.cube", "Cube.commit"),
+    ("stac2cube.flows.build", "write_products"),
+    ("stac2cube.flows.build", "publish_build_report"),
+    ("stac2cube.flows.update", "publish_build_report"),
+]
+
+
+def traced_cli(trace: str, profile_calls: str, args: list[str]) -> int:
+    """Run ``stac2cube args`` in this process, recording when each :data:`TRACED` call ran.
+
+    Writes ``{"calls": [[name, start_s, seconds], ...], "main_s", "imports_s", "profiles"}``
+    to ``trace``; the ``write_time_steps`` calls whose indices ``profile_calls`` lists
+    (comma-separated, negative from the end is not possible: the parent computes them) run
+    under cProfile (their cumulative seconds per function are stored).
+    """
+    import atexit
+    import functools
+    import importlib
+    import json
+
+    t0 = time.perf_counter()
+    from stac2cube.cli import main as cli_main
+
+    for module, _ in TRACED:
+        importlib.import_module(module)
+    imports_s = time.perf_counter() - t0
+    calls: list[list] = []
+    wanted = {int(k) for k in profile_calls.split(",") if k}
+    profiles: dict[str, dict[str, float]] = {}
+    counter = {"write_time_steps": 0}
+
+    def wrap(name: str, fn):
+        @functools.wraps(fn)
+        def timed(*a, **kw):
+            prof = None
+            if name == "write_time_steps":
+                k = counter["write_time_steps"]
+                counter["write_time_steps"] += 1
+                if k in wanted:
+                    prof = cProfile.Profile()
+            start = time.perf_counter()
+            if prof:
+                prof.enable()
+            try:
+                return fn(*a, **kw)
+            finally:
+                if prof:
+                    prof.disable()
+                    profiles[str(k)] = profile_rows(prof)
+                calls.append([name, start - t0, time.perf_counter() - start])
+
+        return timed
+
+    for module, attr in TRACED:
+        owner = sys.modules[module]
+        *path, name = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        setattr(owner, name, wrap(name, getattr(owner, name)))
+
+    def dump() -> None:
+        Path(trace).write_text(
+            json.dumps(
+                {
+                    "calls": calls,
+                    "main_s": time.perf_counter() - t_main,
+                    "imports_s": imports_s,
+                    "profiles": profiles,
+                }
+            )
+        )
+
+    atexit.register(dump)
+    t_main = time.perf_counter()
+    return cli_main(args)
+
+
+def profile_rows(prof: cProfile.Profile) -> dict[str, float]:
+    """Cumulative seconds per function (file:function; project files short, others by name)."""
+    root = str(HERE.parent)
+    out: dict[str, float] = {}
+    for (path, _line, name), row in pstats.Stats(prof).stats.items():
+        own = path.startswith(root) and "/.venv/" not in path
+        label = f"{Path(path).parent.name}/{Path(path).name}:{name}" if own else name
+        if own or "site-packages" in path:
+            out[label] = out.get(label, 0.0) + row[3]
+    return out
+
+
 WORKERS = {
     "search-stac2cube": run_search,
     "search-pystac-client": run_search,
@@ -240,6 +339,31 @@ def cli(*args: str) -> list[str]:
     return [STAC2CUBE, *args]
 
 
+def traced(trace: Path, profile_calls: list[int], *args: str) -> list[str]:
+    """The ``stac2cube args`` command with timing wrappers (see :func:`traced_cli`)."""
+    calls = ",".join(map(str, profile_calls))
+    return [sys.executable, str(Path(__file__).resolve()), "--traced", str(trace), calls, *args]
+
+
+def read_trace(path: Path) -> dict[str, Any]:
+    """The trace's calls summed per name, the write batches' times and the profiles."""
+    import json
+
+    data = json.loads(path.read_text())
+    per: dict[str, float] = {}
+    for name, _start, seconds in data["calls"]:
+        per[name] = per.get(name, 0.0) + seconds
+    batches = [c for c in data["calls"] if c[0] == "write_time_steps"]
+    return {
+        "per": per,
+        "batches": [c[2] for c in batches],
+        "first_batch_at": batches[0][1] - data["imports_s"] if batches else None,
+        "main_s": data["main_s"],
+        "imports_s": data["imports_s"],
+        "profiles": data["profiles"],
+    }
+
+
 def measure_size(n: int, new: int, job: dict[str, Any], env, base: Path, api, late: list) -> dict:
     """Search, build, info, state, update (and state again) for the N-step cube."""
     work = base / f"n{n}"
@@ -253,13 +377,17 @@ def measure_size(n: int, new: int, job: dict[str, Any], env, base: Path, api, la
             env,
             work,
         )
-    build = cli(
+    batches = math.ceil(n / 8)
+    build = traced(
+        work / "build.trace.json",
+        [1, batches - 1],
         "build", "--mission", "sentinel-2-l2a", "--bbox", *map(str, job["bbox"]),
         "--start", day(0).isoformat(), "--end", end, "--catalog", job["url"],
         "--collection", COLLECTION, "--bands", *job["bands"], "--crs", f"EPSG:{job['epsg']}",
         "--store", str(store),
     )  # fmt: skip
     res["build"] = run_measured(build, env, work / "build.log")
+    res["build"]["trace"] = read_trace(work / "build.trace.json")
     res["build"]["load"] = os.getloadavg()[0]
     res["info"] = run_measured(cli("info", str(store)), env, work / "info.log")
     res["state"] = run_worker("state", {**job, "store": str(store)}, env, work)
@@ -267,8 +395,11 @@ def measure_size(n: int, new: int, job: dict[str, Any], env, base: Path, api, la
     if late:  # the catalog gains the new days only now
         api.load_items(late)
     new_end = day(n + new - 1).isoformat()
-    update = cli("update", "--store", str(store), "--end", new_end)
+    update = traced(
+        work / "update.trace.json", [], "update", "--store", str(store), "--end", new_end
+    )
     res["update"] = run_measured(update, env, work / "update.log")
+    res["update"]["trace"] = read_trace(work / "update.trace.json")
     res["update"]["load"] = os.getloadavg()[0]
     res["info_after"] = run_measured(cli("info", str(store)), env, work / "info-after.log")
     res["state_after"] = run_worker(
@@ -286,6 +417,9 @@ def measure_size(n: int, new: int, job: dict[str, Any], env, base: Path, api, la
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--traced"]:
+        return traced_cli(argv[1], argv[2], argv[3:])
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -308,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.new, args.no_results = [10, 20], 2, True
     sizes = sorted(set(args.sizes))
-    command = "bench/scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "bench/scale.py " + " ".join(argv)
     started = dt.datetime.now().astimezone()
     report = benchmark(args, sizes, command.strip(), machine(), started)
     publish(report, RESULTS, write=not args.no_results)
