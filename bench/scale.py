@@ -50,6 +50,7 @@ import cProfile
 import datetime as dt
 import io
 import itertools
+import json
 import math
 import os
 import pstats
@@ -244,7 +245,6 @@ def traced_cli(trace: str, profile_calls: str, args: list[str]) -> int:
     import atexit
     import functools
     import importlib
-    import json
 
     t0 = time.perf_counter()
     from stac2cube.cli import main as cli_main
@@ -347,8 +347,6 @@ def traced(trace: Path, profile_calls: list[int], *args: str) -> list[str]:
 
 def read_trace(path: Path) -> dict[str, Any]:
     """The trace's calls summed per name, the write batches' times and the profiles."""
-    import json
-
     data = json.loads(path.read_text())
     per: dict[str, float] = {}
     for name, _start, seconds in data["calls"]:
@@ -357,7 +355,7 @@ def read_trace(path: Path) -> dict[str, Any]:
     return {
         "per": per,
         "batches": [c[2] for c in batches],
-        "first_batch_at": batches[0][1] - data["imports_s"] if batches else None,
+        "calls": data["calls"],
         "main_s": data["main_s"],
         "imports_s": data["imports_s"],
         "profiles": data["profiles"],
@@ -434,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="smoke run: sizes 10 20, 2 new steps, no results file"
     )
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument(
+        "--report-from", type=Path, help="only render the report of a run's WORKDIR/run.json"
+    )
     add_common_arguments(parser, RESULTS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -444,8 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(set(args.sizes))
     command = "bench/scale.py " + " ".join(argv)
     started = dt.datetime.now().astimezone()
-    report = benchmark(args, sizes, command.strip(), machine(), started)
-    publish(report, RESULTS, write=not args.no_results)
+    if args.report_from:
+        text = report(json.loads(args.report_from.read_text()))
+    else:
+        text = benchmark(args, sizes, command.strip(), machine(), started)
+    publish(text, RESULTS, write=not args.no_results)
     return 0
 
 
@@ -498,8 +502,19 @@ def benchmark(args, sizes: list[int], command: str, machine_line: str, started) 
                 f"{res['build']['seconds']:.1f} s, info {res['info']['seconds']:.1f} s, update "
                 f"{res['update']['seconds']:.1f} s ({time.perf_counter() - t0:.0f} s in all)"
             )
-    total_s = time.perf_counter() - t_all
-    return report(args, sizes, results, command, machine_line, started, data_line, uptimes, total_s)
+    run = {
+        "new": args.new,
+        "sizes": sizes,
+        "results": results,
+        "command": command,
+        "machine_line": machine_line,
+        "started": f"{started:%Y-%m-%d %H:%M %Z}",
+        "data_line": data_line,
+        "uptimes": uptimes,
+        "total_s": time.perf_counter() - t_all,
+    }
+    (base / "run.json").write_text(json.dumps(run))  # --report-from renders it again
+    return report(run)
 
 
 # ------------------------------------------------------------------------------------------
@@ -510,10 +525,13 @@ def mb(b: float) -> str:
     return f"{b / 2**20:.2f}"
 
 
-def report(args, sizes, results, command, machine_line, started, data_line, uptimes, total_s):
+def report(run: dict[str, Any]) -> str:
+    new, results, command = run["new"], run["results"], run["command"]
+    machine_line, started, data_line = run["machine_line"], run["started"], run["data_line"]
+    uptimes, total_s = run["uptimes"], run["total_s"]
     rows = [
         "| steps | items | search s (stac2cube / pystac-client) | requests | build s | s/step "
-        f"| update +{args.new} s | info s | info in-process ms | peak RSS MB: search / build / update "
+        f"| update +{new} s | info s | info in-process ms | peak RSS MB: search / build / update "
         "/ info (process) | peak MB process tree: build / update / info |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -587,7 +605,7 @@ def report(args, sizes, results, command, machine_line, started, data_line, upti
     lines = [
         "# Scale: a 1,000-item paginated search and a 500-step cube",
         "",
-        f"Run {started:%Y-%m-%d %H:%M %Z} on {machine_line}.",
+        f"Run {started} on {machine_line}.",
         "",
         f"Command: `.venv/bin/python {command}` (whole run {total_s / 60:.1f} min).",
         "",
@@ -608,7 +626,7 @@ def report(args, sizes, results, command, machine_line, started, data_line, upti
         f"search runs in a worker process, timed in-process after imports (page size {PAGE_SIZE}; "
         "requests = landing page + pages). `info in-process` = `Cube.info()` (what "
         "`stac2cube info` prints) timed inside one process, median of 5. Every cube was checked to "
-        f"hold N steps after the build and N + {args.new} after the update.",
+        f"hold N steps after the build and N + {new} after the update.",
         "",
         "| Build, update and info per cube length |",
         "",
@@ -627,6 +645,7 @@ def report(args, sizes, results, command, machine_line, started, data_line, upti
         "",
         *sizes_rows,
     ]
+    lines += ["", *trace_lines(results)]
     prof = results[-1]["state_after"].get("profile")
     if prof:
         top = [ln for ln in prof.splitlines() if ln.strip()][:30]
@@ -640,6 +659,84 @@ def report(args, sizes, results, command, machine_line, started, data_line, upti
             "```",
         ]
     return "\n".join(lines).replace("| Build, update and info per cube length |\n\n", "")
+
+
+def phases(res: dict[str, Any]) -> dict[str, Any]:
+    """Where a traced CLI command's wall time went."""
+    t = res["trace"]
+    calls, imports = t["calls"], t["imports_s"]
+    first = min((c[1] for c in calls if c[0] == "search_items"), default=None)
+    batches = t["batches"]
+    known = sum(t["per"].get(k, 0.0) for k in ("search_items", "write_time_steps", "commit"))
+    known += sum(t["per"].get(k, 0.0) for k in ("write_products", "publish_build_report"))
+    q = max(1, min(4, len(batches) // 4 or 1))
+    return {
+        "wall": res["seconds"],
+        "imports": imports,
+        "until_search": (first - imports) if first is not None else None,
+        "search": t["per"].get("search_items", 0.0),
+        "n_batches": len(batches),
+        "batches": sum(batches),
+        "first_batches": statistics.mean(batches[:q]) if batches else None,
+        "last_batches": statistics.mean(batches[-q:]) if batches else None,
+        "commit": t["per"].get("commit", 0.0),
+        "products": t["per"].get("write_products", 0.0),
+        "reports": t["per"].get("publish_build_report", 0.0),
+        "rest": res["seconds"] - imports - known,
+    }
+
+
+def trace_lines(results: list[dict[str, Any]], top: int = 12) -> list[str]:
+    """Where the build's and update's time goes per size, and the profile of two write batches."""
+    rows = [
+        "| command | steps | wall s | imports s | start-up until the search s | search s "
+        "| write batches: n, total s | s a batch: first 4 / last 4 | commit s | settings + "
+        "collection files s | run reports s | the rest s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind in ("build", "update"):
+        for r in results:
+            p = phases(r[kind])
+
+            def f(v, d=2):
+                return "-" if v is None else f"{v:.{d}f}"
+
+            rows.append(
+                f"| {kind} | {r['n']} | {f(p['wall'], 1)} | {f(p['imports'])} "
+                f"| {f(p['until_search'])} | {f(p['search'])} | {p['n_batches']}, "
+                f"{f(p['batches'])} | {f(p['first_batches'])} / {f(p['last_batches'])} "
+                f"| {f(p['commit'])} | {f(p['products'])} | {f(p['reports'])} | {f(p['rest'])} |"
+            )
+    out = [
+        "### Where the time goes (timing wrappers inside the CLI process)",
+        "",
+        "Build and update ran as `scale.py --traced ...`: the `stac2cube` CLI's `main` in a "
+        "fresh process with cheap timing wrappers around `search_items`, `write_time_steps` "
+        "(one call per batch of 8 steps), `Cube.commit`, `write_products` and "
+        "`publish_build_report`. *Start-up until the search* is from `main` to the search: "
+        "argument checks, Prefect's temporary server and the flow run; *the rest* is the wall "
+        "time minus imports and the wrapped calls (Prefect start-up, interpreter start and exit, "
+        "the Dask cluster, grouping and planning).",
+        "",
+        *rows,
+    ]
+    big = results[-1]["build"]["trace"]["profiles"]
+    if len(big) == 2:
+        (ka, a), (kb, b) = sorted(big.items(), key=lambda kv: int(kv[0]))
+        ranked = sorted(set(a) | set(b), key=lambda k: b.get(k, 0.0) - a.get(k, 0.0), reverse=True)
+        out += [
+            "",
+            f"cProfile of write batch {int(ka) + 1} and batch {int(kb) + 1} (the last) of the "
+            f"{results[-1]['n']}-step build (cumulative s, main thread; the Dask threads reading "
+            f"pixels are not profiled); the {top} functions that grew most:",
+            "",
+            f"| function | batch {int(ka) + 1} | batch {int(kb) + 1} | difference |",
+            "|---|---:|---:|---:|",
+        ]
+        for name in ranked[:top]:
+            x, y = a.get(name, 0.0), b.get(name, 0.0)
+            out.append(f"| `{name}` | {x:.3f} | {y:.3f} | {y - x:+.3f} |")
+    return out
 
 
 if __name__ == "__main__":
