@@ -335,6 +335,11 @@ def store_bytes(path: Path) -> dict[str, int]:
     return out
 
 
+def sidecar_bytes(work: Path) -> dict[str, int]:
+    """Bytes of the files the build writes beside the cube (settings, STAC Collection)."""
+    return {p.name: p.stat().st_size for p in work.glob("cube.*.json")}
+
+
 def cli(*args: str) -> list[str]:
     return [STAC2CUBE, *args]
 
@@ -390,6 +395,7 @@ def measure_size(n: int, new: int, job: dict[str, Any], env, base: Path, api, la
     res["info"] = run_measured(cli("info", str(store)), env, work / "info.log")
     res["state"] = run_worker("state", {**job, "store": str(store)}, env, work)
     res["bytes"] = store_bytes(store)
+    res["sidecars"] = sidecar_bytes(work)
     if late:  # the catalog gains the new days only now
         api.load_items(late)
     new_end = day(n + new - 1).isoformat()
@@ -404,6 +410,7 @@ def measure_size(n: int, new: int, job: dict[str, Any], env, base: Path, api, la
         "state", {**job, "store": str(store), "profile": job["profile"]}, env, work
     )
     res["bytes_after"] = store_bytes(store)
+    res["sidecars_after"] = sidecar_bytes(work)
     if res["state"]["steps"] != n or res["state_after"]["steps"] != n + new:
         raise SystemExit(
             f"N = {n}: cube has {res['state']['steps']} steps after the build and "
@@ -579,6 +586,26 @@ def report(run: dict[str, Any]) -> str:
             + f" | {mb(sum(r['bytes'].values()))} | {mb(sum(r['bytes_after'].values()))} "
             f"({r['state_after']['steps']}) |"
         )
+    upd_rows = [
+        f"| steps before the update | bytes the update added: {' | '.join(folders)} "
+        "| cube.collection.json KB (rewritten by every run) |",
+        "|---:|" + "---:|" * len(folders) + "---:|",
+    ]
+    for r in results:
+        added = {f: r["bytes_after"].get(f, 0) - r["bytes"].get(f, 0) for f in folders}
+        coll = r.get("sidecars_after", {}).get("cube.collection.json")
+        upd_rows.append(
+            f"| {r['n']} | "
+            + " | ".join(f"{added[f] / 1024:.1f} KB" for f in folders)
+            + f" | {'-' if coll is None else f'{coll / 1024:.1f}'} |"
+        )
+    sizes_rows += [
+        "",
+        f"What one update (+{new} steps) added to the repository, and the STAC Collection file "
+        "beside the cube after it:",
+        "",
+        *upd_rows,
+    ]
     lo, hi = results[0], results[-1]
     ratio = hi["n"] / lo["n"]
     growth = [
