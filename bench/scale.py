@@ -130,15 +130,19 @@ def write_catalog(root: Path, n_days: int, size: int, bands: list[str]):
 # workers (each in a fresh subprocess)
 
 
-def counting(client) -> list[str]:
-    """Count the HTTP requests of a pystac-client ``client`` (its ``StacApiIO.request``)."""
-    calls: list[str] = []
+def counting(client) -> list[float]:
+    """Count the HTTP requests of a pystac-client ``client`` (its ``StacApiIO.request``): the
+    returned list gets each request's seconds."""
+    calls: list[float] = []
     stac_io = client._stac_io
     original = stac_io.request
 
     def request(href, method=None, headers=None, parameters=None):
-        calls.append(href)
-        return original(href, method, headers, parameters)
+        t0 = time.perf_counter()
+        try:
+            return original(href, method, headers, parameters)
+        finally:
+            calls.append(time.perf_counter() - t0)
 
     stac_io.request = request
     return calls
@@ -173,6 +177,40 @@ def run_search(job: dict[str, Any]) -> dict[str, Any]:
             ids = {i.id for i in search.item_collection()}
         seconds = time.perf_counter() - t0
     return {"seconds": seconds, "items": len(ids), "requests": len(calls), **rss_result(rss)}
+
+
+def run_search_repeats(job: dict[str, Any]) -> dict[str, Any]:
+    """``search_items`` of every size's days, ``reps`` times in turns, in one warm process.
+
+    Per size: the median seconds; per request (landing page, page 1, 2, ...): the median
+    seconds over the repeats, so a page that gets slower deeper in the result shows.
+    """
+    from stac2cube.request import make_request
+    from stac2cube.search import open_client, search_items
+
+    times: dict[str, list[float]] = {}
+    pages: dict[str, list[list[float]]] = {}
+    for rep in range(job["reps"]):
+        order = job["sizes"] if rep % 2 else job["sizes"][::-1]
+        for n in order:
+            kw = flow_kwargs(job, "", day(0).isoformat(), day(n - 1).isoformat())
+            kw.pop("store")
+            t0 = time.perf_counter()
+            client = open_client(job["url"])
+            calls = counting(client)
+            items = search_items(make_request(**kw), client=client, page_size=PAGE_SIZE)
+            times.setdefault(str(n), []).append(time.perf_counter() - t0)
+            pages.setdefault(str(n), []).append(calls)
+            if len(items) != 2 * n:
+                raise RuntimeError(f"{len(items)} items for {n} days, not {2 * n}")
+    return {
+        "median_s": {n: statistics.median(t) for n, t in times.items()},
+        "all_s": times,
+        "page_median_s": {
+            n: [statistics.median(col) for col in zip(*runs, strict=True)]
+            for n, runs in pages.items()
+        },
+    }
 
 
 def median_s(fn, reps: int) -> float:
@@ -319,6 +357,7 @@ WORKERS = {
     "search-stac2cube": run_search,
     "search-pystac-client": run_search,
     "state": run_state,
+    "search-repeats": run_search_repeats,
 }
 
 
@@ -438,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: sizes 10 20, 2 new steps, no results file"
     )
+    parser.add_argument(
+        "--search-repeats", type=int, default=5,
+        help="searches of every size in one warm process, in turns (5; 0 skips)",
+    )  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument(
         "--report-from", type=Path, help="only render the report of a run's WORKDIR/run.json"
@@ -448,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         worker_main(args.worker[0], Path(args.worker[1]), WORKERS, IMPORTS)
         return 0
     if args.quick:
-        args.sizes, args.new, args.no_results = [10, 20], 2, True
+        args.sizes, args.new, args.no_results, args.search_repeats = [10, 20], 2, True, 2
     sizes = sorted(set(args.sizes))
     command = "bench/scale.py " + " ".join(argv)
     started = dt.datetime.now().astimezone()
@@ -509,7 +552,17 @@ def benchmark(args, sizes: list[int], command: str, machine_line: str, started) 
                 f"{res['build']['seconds']:.1f} s, info {res['info']['seconds']:.1f} s, update "
                 f"{res['update']['seconds']:.1f} s ({time.perf_counter() - t0:.0f} s in all)"
             )
+        search_repeats = None
+        if args.search_repeats:
+            search_repeats = run_worker(
+                "search-repeats",
+                {**job, "sizes": sizes, "reps": args.search_repeats},
+                env,
+                base / "search-repeats",
+            )
+            uptimes.append(("after the search repeats", uptime()))
     run = {
+        "search_repeats": search_repeats,
         "new": args.new,
         "sizes": sizes,
         "results": results,
@@ -672,7 +725,7 @@ def report(run: dict[str, Any]) -> str:
         "",
         *sizes_rows,
     ]
-    lines += ["", *trace_lines(results)]
+    lines += ["", *search_lines(run.get("search_repeats")), *trace_lines(results)]
     prof = results[-1]["state_after"].get("profile")
     if prof:
         top = [ln for ln in prof.splitlines() if ln.strip()][:30]
@@ -686,6 +739,33 @@ def report(run: dict[str, Any]) -> str:
             "```",
         ]
     return "\n".join(lines).replace("| Build, update and info per cube length |\n\n", "")
+
+
+def search_lines(rep: dict[str, Any] | None) -> list[str]:
+    """The warm-process search repeats: median per size and per request."""
+    if not rep:
+        return []
+    med = {int(n): t for n, t in rep["median_s"].items()}
+    sizes = sorted(med)
+    lo = sizes[0]
+    out = [
+        "### The search in one warm process",
+        "",
+        f"`search_items` of each size's days, {len(rep['all_s'][str(lo)])} times in turns in one "
+        "process (client opened each time, as `search_items` does); median seconds, ms per item, "
+        "and the median seconds of each request (landing page first, then the pages of "
+        f"{PAGE_SIZE}):",
+        "",
+        "| steps | items | median s | ms per item | requests: median s each |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for n in sizes:
+        per = rep["page_median_s"][str(n)]
+        out.append(
+            f"| {n} | {2 * n} | {med[n]:.2f} | {1000 * med[n] / (2 * n):.2f} "
+            f"| {' '.join(f'{x:.2f}' for x in per)} |"
+        )
+    return [*out, ""]
 
 
 def phases(res: dict[str, Any]) -> dict[str, Any]:
