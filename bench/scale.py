@@ -1,6 +1,7 @@
 """Benchmark: a 1,000-item paginated search and a 500-step cube (build, update, info, growth).
 
-Run (from the repository root; about 10-15 minutes on 2 shared cores with the defaults)::
+Run (from the repository root; with the defaults about 10 minutes on 2 cores at load 3, 16 at
+load 6)::
 
     .venv/bin/python bench/scale.py                 # cubes of 50 100 250 500 steps, 2 scenes a step
     .venv/bin/python bench/scale.py --quick         # smoke run: 10 and 20 steps, 2 new, no file
@@ -21,6 +22,9 @@ What is measured, for every cube length N of ``--sizes`` (each in a fresh proces
                     request, default 30-day look-back, ``--new`` new steps. For the largest N the
                     new days' items are loaded into the catalog only after its build (a catalog
                     that has grown), for the others the catalog already holds them.
+``search repeats``  ``search_items`` of every size, ``--search-repeats`` times in turns in one warm
+                    process: median seconds per size and per request (does a deeper page cost
+                    more?).
 ``state``           in one process: ``Cube.info()`` (what ``info`` prints) and ``read_state`` timed
                     in-process (median of 5), the sizes of the ledger and request attributes, and
                     the store's bytes on disk per icechunk folder (chunks vs. metadata).
@@ -28,7 +32,10 @@ What is measured, for every cube length N of ``--sizes`` (each in a fresh proces
 The CLI commands are timed from outside (wall time of the whole command: interpreter start,
 imports, Prefect's temporary server, the work); memory is the peak of the sum of RSS over the
 command's process tree (sampled every 50 ms with psutil: the Prefect server it starts counts) and
-``ru_maxrss`` of the command's own process. Per size the report gives s/step and, between
+``ru_maxrss`` of the command's own process. Build and update run as ``scale.py --traced ...``:
+the CLI's ``main`` with timing wrappers around the stage functions (search, each write batch,
+commit, side files, run reports) and cProfile of the second and the last write batch, so the
+report says where the time goes and whether a batch gets slower as the cube grows. Per size the report gives s/step and, between
 consecutive sizes, the marginal seconds per added step (fixed costs cancel): constant marginal
 cost means linear growth.
 
