@@ -11,6 +11,8 @@
   times), :func:`prefect_init`;
 * worker subprocesses: :func:`worker_env`, :func:`run_worker` (parent side),
   :func:`add_common_arguments` and :func:`worker_main` (child side), :func:`remove_subdirs`;
+  :func:`run_measured` (any command, e.g. the ``stac2cube`` CLI: wall time and the peak RSS of
+  its whole process tree); :func:`file_sizes` (the files of a store);
 * the report: :func:`machine`, :func:`versions`, :func:`fmt_ratio`, :func:`write_results` (keeps
   the previous file's ``## Interpretation`` section) and :func:`publish`.
 
@@ -442,6 +444,56 @@ def worker_main(
     result = workers[kind](job)
     result.update(import_seconds=import_seconds, load_before=load_before, peak_rss_mb=peak_rss_mb())
     Path(job["result"]).write_text(json.dumps(result))
+
+
+def run_measured(
+    cmd: list[str], env: dict[str, str], log: Path, *, timeout: float = 900, interval: float = 0.05
+) -> dict[str, Any]:
+    """Run ``cmd`` (output to ``log``); its wall time and peak memory.
+
+    Returns ``seconds``, ``peak_tree_mb`` (the largest sum of the RSS of the process and all its
+    descendants, sampled every ``interval`` s with psutil: a Prefect server or Dask workers it
+    starts count) and ``peak_rss_mb`` (``ru_maxrss`` of the process itself, from ``wait4``).
+    Raises with the log's tail if it fails.
+    """
+    import psutil
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    peak, status, usage = 0, None, None
+    root = psutil.Process(proc.pid)
+    try:
+        while True:  # wait4, not Popen.poll: the child's rusage is wanted
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            total = 0
+            with contextlib.suppress(psutil.Error):
+                for p in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        total += p.memory_info().rss
+            peak = max(peak, total)
+            if time.perf_counter() - t0 > timeout:
+                raise subprocess.TimeoutExpired(cmd, timeout)
+            time.sleep(interval)
+        seconds = time.perf_counter() - t0
+    finally:
+        proc.returncode = 0 if status is None else os.waitstatus_to_exitcode(status)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what it left running (a Prefect server)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed (exit {proc.returncode}):\n{tail}")
+    return {"seconds": seconds, "peak_tree_mb": peak / 2**20, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def file_sizes(root: Path) -> dict[str, int]:
+    """``relative path -> size`` of every file under ``root``."""
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
 
 
 def remove_subdirs(work: Path) -> None:

@@ -73,6 +73,7 @@ from _common import (
     add_common_arguments,
     checked_bbox,
     cube_store,
+    file_sizes,
     flow_kwargs,
     fmt_ratio,
     grid_bounds,
@@ -441,11 +442,6 @@ WORKERS = {
 
 # ------------------------------------------------------------------------------------------
 # orchestration
-
-
-def file_sizes(root: Path) -> dict[str, int]:
-    """``relative path -> size`` of every file under ``root``."""
-    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
 
 
 def added_bytes(before: dict[str, int], after: Path) -> dict[str, dict[str, int]]:

@@ -30,7 +30,12 @@ from stac2cube.plan import Plan, plan_changes, rejected_entry, stamp_ledger
 from stac2cube.request import CubeRequest
 from stac2cube.settings import STATS_SUFFIX, sidecar_path, write_settings
 from stac2cube.signing import make_signer
-from stac2cube.spec import bound_parameters, with_form_defaults, with_spec_parameters
+from stac2cube.spec import (
+    DEFAULT_BATCH_SIZE,
+    bound_parameters,
+    with_form_defaults,
+    with_spec_parameters,
+)
 from stac2cube.steps import TimeStep, deduplicate
 from stac2cube.store import (
     CubeState,
@@ -38,6 +43,7 @@ from stac2cube.store import (
     forked,
     merge_ledger,
     processing_record,
+    steps_per_batch,
 )
 from stac2cube.superres import SuperresSettings, build_settings, run_settings
 from stac2cube.tasks.group import group_task
@@ -164,7 +170,7 @@ def probe_broken(request: CubeRequest, steps: list[TimeStep], ledger) -> frozens
 
 def execute_build(
     prepared: PreparedBuild,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     *,
     pc_key: str | None = None,
     superres: SuperresSettings | None = None,
@@ -267,7 +273,7 @@ def write_products(cube: Cube | str, request: CubeRequest, written: list[str]) -
 
 def build_feature_cubes(
     requests: dict[str, tuple[CubeRequest, str]],
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     *,
     pc_key: str | None = None,
     max_parallel: int = MAX_PARALLEL_FEATURES,
@@ -357,7 +363,7 @@ def write_plan_or_skip_broken(
     request: CubeRequest,
     plan: Plan,
     cube: Cube,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     *,
     pc_key: str | None = None,
     superres: SuperresSettings | None = None,
@@ -388,7 +394,7 @@ def write_plan(
     request,
     plan: Plan,
     cube: Cube,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     *,
     pc_key: str | None = None,
     superres: SuperresSettings | None = None,
@@ -481,7 +487,7 @@ def stage_batches(
     plan: Plan,
     cube: Cube,
     session,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     *,
     pc_key: str | None = None,
     broken: dict[tuple[str, str], str] | None = None,
@@ -507,8 +513,11 @@ def stage_batches(
     progress = ProgressArtifact(cube.name, total=len(steps))
     plan_steps(len(steps))  # the terminal's bar, when one is shown
     processing = processing_record(request.describe())  # recorded in every ledger entry
-    for k in range(0, len(steps), batch_size):
-        batch = steps[k : k + batch_size]
+    size = steps_per_batch(
+        batch_size, request.grid.shape, len(request.bands) + len(request.indices)
+    )
+    for k in range(0, len(steps), size):
+        batch = steps[k : k + size]
         items_b = [i for s in batch for i in s.items]
         signer = make_signer(request.catalog, items_b, key=pc_key)
         raw = load_task(request, quote(without_broken(items_b, broken or {})), signer=signer)
@@ -533,7 +542,7 @@ def stage_batches(
         if not appends_only:
             out.parts.append((ds, items_b))
             continue
-        write_task(session, quote(ds), first, quote(items_b), batch_size)
+        write_task(session, quote(ds), first, quote(items_b), size)
         first = False
         progress.update(k + len(batch))
         log.info(
@@ -551,7 +560,7 @@ def insert_steps(
     session,
     parts: list[tuple[xr.Dataset, list[dict[str, Any]]]],
     replaced: dict[str, str],
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> None:
     """Write inserted and replacing steps into the session, time kept sorted."""
     base = cube.open_dataset()  # the cube as of the session's parent snapshot

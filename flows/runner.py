@@ -236,8 +236,10 @@ def shared_prefect_api() -> Iterator[str]:
     API server of its own on first use, so every SLURM worker would start one (seconds each, and
     its task runs would land in a database nobody reads). Inside this block the flow process's
     embedded server is started once and named in ``PREFECT_API_URL`` (the settings and the
-    environment that ``sbatch`` hands to the jobs), and stopped when the block ends. With a
-    server configured, nothing changes.
+    environment that ``sbatch`` hands to the jobs), and stopped when the block ends. Flow-run
+    heartbeats are off inside (nothing watches a temporary server for runs that stop beating,
+    and each flow call waits up to a second on exit for its heartbeat thread). With a server
+    configured, nothing changes.
 
     Yields:
         The API URL flows and workers use.
@@ -246,7 +248,11 @@ def shared_prefect_api() -> Iterator[str]:
         >>> with shared_prefect_api():  # doctest: +SKIP
         ...     get_stac_layers.with_options(task_runner=task_runner_for("slurm"))(...)
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
 
     url = PREFECT_API_URL.value()
     if url:
@@ -261,7 +267,7 @@ def shared_prefect_api() -> Iterator[str]:
     saved = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
     try:
-        with temporary_settings({PREFECT_API_URL: url}):
+        with temporary_settings({PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield url
     finally:
         if saved is None:

@@ -12,6 +12,7 @@ from stac2cube.flows.build import get_stac_layers
 from stac2cube.flows.report import publish_build_report
 from stac2cube.parameters import update_parameters
 from stac2cube.settings import read_settings
+from stac2cube.spec import DEFAULT_BATCH_SIZE
 from stac2cube.store import read_state
 
 
@@ -20,7 +21,7 @@ def update_cube(
     store: str,
     end: dt.date | None = None,
     lookback_days: int = 30,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     cloud_layers: bool = False,
     coregister: bool = False,
     superres: bool = False,
@@ -104,7 +105,7 @@ def cube_from_settings(
     settings: str,
     end: dt.date | None = None,
     lookback_days: int = 30,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> dict[str, Any]:
     """Create the cube a settings file describes, or extend it when it exists.
 

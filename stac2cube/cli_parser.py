@@ -96,7 +96,7 @@ def _add_request_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from stac2cube import __version__
-    from stac2cube.spec import add_cli_options
+    from stac2cube.spec import DEFAULT_BATCH_SIZE, add_cli_options
 
     parser = _Parser(
         prog="stac2cube",
@@ -132,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
         "scenes (default 30)",
     )
     u.add_argument(
-        "--batch-size", type=int, default=8, help="time steps read and written at a time"
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"time steps read and written at a time (default {DEFAULT_BATCH_SIZE}, fewer on "
+        "large grids)",
     )
     add_cli_options(u, ["cloud_layers", "coregister", "superres", "superres_model_dir"])
     add_cli_options(u, ["errors_as_nodata"])
@@ -218,9 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="processing resolution in metres (default 60; the cube's resolution runs "
         "s2cloudless on exactly its pixels)",
     )
-    cl.add_argument(
-        "--shadows", action="store_true", default=None, help="also write shadow_mask"
-    )
+    cl.add_argument("--shadows", action="store_true", default=None, help="also write shadow_mask")
     cl.add_argument(
         "--cloud-method",
         choices=["s2cloudless", "csmask"],

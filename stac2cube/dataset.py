@@ -41,7 +41,7 @@ from stac2cube.masks import (
 )
 from stac2cube.missions import DISCRETE_KINDS, MissionSpec
 from stac2cube.mosaic import mosaic_first_valid, step_positions
-from stac2cube.pixels import apply_radiometry, integer_shifts, stored_integers
+from stac2cube.pixels import apply_radiometry, integer_shifts, stored_mosaic
 from stac2cube.radiometry import ProcessingOptions, Radiometry, decide_radiometry
 from stac2cube.scene_metadata import scene_coords, step_coords
 from stac2cube.steps import TimeStep
@@ -148,7 +148,7 @@ def build_dataset(
         time=pd.DatetimeIndex([s.time for s in steps]).astype("datetime64[ns]"),
         spatial_ref=spatial_ref(request.grid),
         **step_coords(steps, rads),
-        **step_fractions(request, mosaics, inside, options),  # what the filters read
+        **step_fractions(request, mosaics, inside, options, stored),  # what the filters read
         **scene_coords(steps, tiles=request.tile_mode == "separate"),
     )
     _log_warnings(rads)
@@ -187,8 +187,7 @@ def _mosaics(
         shifts = integer_shifts(mission, kind, stack, flat, options) if integers else None
         if shifts is not None and wanted & {b.name for b in bands}:
             missing = np.array([[b.name in r.missing for b in bands] for r in flat], bool)
-            dn_shifted = stored_integers(stack, flat, shifts, missing=missing, drop=drop)
-            mosaic = mosaic_first_valid(dn_shifted, positions, nodata=0)
+            mosaic = stored_mosaic(stack, flat, shifts, positions, missing=missing, drop=drop)
             for band in bands:
                 if band.name in wanted:
                     var = mosaic.sel(band=band.name, drop=True)

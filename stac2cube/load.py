@@ -233,11 +233,89 @@ def _remote(items: Sequence[dict[str, Any]]) -> bool:
     )
 
 
+def aligned_offset(vrt_params: dict[str, Any], ds) -> tuple[int, int] | None:
+    """``(columns, rows)`` from the asset's pixel grid to the cube grid's origin where the grid
+    (stackstac's ``vrt_params``: crs, transform) lies on the asset's own pixels (same CRS, same
+    north-up pixel size, origin a whole number of pixels away); None otherwise.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> from affine import Affine
+        >>> from rasterio.crs import CRS
+        >>> ds = SimpleNamespace(crs=CRS.from_epsg(32632), transform=Affine(10, 0, 600000, 0, -10, 5300000))
+        >>> grid = {"crs": 32632, "transform": Affine(10, 0, 600500, 0, -10, 5299000)}
+        >>> aligned_offset(grid, ds)
+        (50, 100)
+        >>> aligned_offset({**grid, "transform": Affine(10, 0, 600505, 0, -10, 5299000)}, ds) is None
+        True
+    """
+    t, g = ds.transform, vrt_params["transform"]
+    if ds.crs is None or ds.crs.to_epsg() != vrt_params["crs"]:
+        return None
+    if (t.b, t.d, g.b, g.d) != (0, 0, 0, 0) or (t.a, t.e) != (g.a, g.e):
+        return None
+    dx, dy = (g.c - t.c) / t.a, (g.f - t.f) / t.e
+    if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
+        return None
+    return round(dx), round(dy)
+
+
+class _AlignedWindows:
+    """A stackstac dataset wrapper (no warped VRT) reading windows of the cube grid from the
+    asset's own pixels, shifted by :func:`aligned_offset`; masked outside the asset, like the
+    VRT's alpha band."""
+
+    def __init__(self, inner, offset: tuple[int, int], size: tuple[int, int]) -> None:
+        self.inner, self.offset, self.size = inner, offset, size
+        self.scale_offset = inner.scale_offset
+
+    def read(self, window, **kwargs) -> np.ma.MaskedArray:
+        from rasterio.windows import Window
+
+        (dx, dy), (width, height) = self.offset, self.size
+        c0, r0 = int(window.col_off) + dx, int(window.row_off) + dy
+        w, h = int(window.width), int(window.height)
+        a0, b0 = max(c0, 0), max(r0, 0)
+        a1, b1 = min(c0 + w, width), min(r0 + h, height)
+        dtype = kwargs.get("out_dtype")
+        out = np.ma.masked_all((1, h, w), dtype=dtype)
+        if a1 > a0 and b1 > b0:
+            part = self.inner.read(window=Window(a0, b0, a1 - a0, b1 - b0), **kwargs)
+            out[:, b0 - r0 : b1 - r0, a0 - c0 : a1 - c0] = part
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class RetryingReader(AutoParallelRioReader):
     """stackstac's reader that tries a failing open or window read of a remote asset again (at most
     :data:`READ_RETRIES` tries in all, 0.5 s doubling, reopening the asset), logging each retry.
     An HTTP status error is not retried here: GDAL has retried 429/5xx already
-    (:data:`HTTP_GDAL_ENV`), and a missing or forbidden asset stays so."""
+    (:data:`HTTP_GDAL_ENV`), and a missing or forbidden asset stays so.
+
+    Where the cube grid lies on the asset's own pixels (:func:`aligned_offset`: a sub-area of a
+    tile in its UTM zone at its resolution) windows are read from the asset directly, not
+    through a warped VRT: the same pixels (nearest on an aligned grid copies them), cheaper.
+    """
+
+    def _open(self):
+        dataset = super()._open()
+        local = getattr(dataset, "_threadlocal", dataset)  # thread-local or single-threaded
+        vrt, ds = getattr(local, "vrt", None), getattr(local, "ds", None)
+        if vrt is None or ds is None:  # stackstac reads the asset directly (or a nodata reader)
+            return dataset
+        offset = aligned_offset(self.spec.vrt_params, ds)
+        if offset is None:
+            return dataset
+        size = (ds.width, ds.height)
+        if hasattr(dataset, "_vrt_params"):  # per-thread copies: open the asset, no VRT
+            dataset._vrt_params = None
+            dataset._threadlocal.vrt = None
+        else:
+            dataset.vrt = None
+        vrt.close()
+        return _AlignedWindows(dataset, offset, size)
 
     def read(self, window, **kwargs):
         for attempt in range(1, READ_RETRIES + 1):

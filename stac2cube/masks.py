@@ -102,11 +102,23 @@ def clip_to_aoi(var: xr.DataArray, inside: xr.DataArray, nodata: float, kind: st
     return var.where(inside)
 
 
-def _valid_layer(mission: MissionSpec, mosaics: dict[str, xr.DataArray], request) -> xr.DataArray:
-    """Where a step has data: the first requested band that is not a QA layer (else any)."""
+def _valid_layer(
+    mission: MissionSpec,
+    mosaics: dict[str, xr.DataArray],
+    request,
+    stored: dict[str, xr.DataArray] | None = None,
+) -> xr.DataArray:
+    """Where a step has data: the first requested band that is not a QA layer (else any).
+
+    A band in ``stored`` (its stored integers, :func:`~stac2cube.pixels.stored_mosaic`) is
+    read there: its fill 0 is exactly where the float mosaic is NaN, and the write computes
+    those integers anyway (the float mosaic would be a second computation of the band).
+    """
     order = [b for b in request.bands if b.kind not in DISCRETE_KINDS]
     order += [mission.band(n) for n in mosaics if mission.band(n) not in order]
     band = order[0]
+    if stored and band.name in stored:
+        return stored[band.name] != 0
     var = mosaics[band.name]
     if band.kind in DISCRETE_KINDS:
         return var != mission.band_nodata(band)
@@ -118,9 +130,10 @@ def step_fractions(
     mosaics: dict[str, xr.DataArray],
     inside: xr.DataArray | None,
     options: ProcessingOptions,
+    stored: dict[str, xr.DataArray] | None = None,
 ) -> dict[str, tuple[str, Any]]:
     """Lazy per-step ``valid_fraction`` and ``cloud_fraction`` coordinates (see
-    :mod:`stac2cube.scene_metadata`).
+    :mod:`stac2cube.scene_metadata`); ``stored``: bands already as stored integers.
 
     ``valid_fraction``: the share of the area's pixels (inside the AOI polygon, else the whole
     grid) where the step has data. ``cloud_fraction``: of those valid pixels that have a QA
@@ -128,7 +141,7 @@ def step_fractions(
     QA_PIXEL bits of ``options.qa_flags``); NaN without a QA band or such pixels.
     """
     mission = request.mission
-    valid = _valid_layer(mission, mosaics, request)
+    valid = _valid_layer(mission, mosaics, request, stored)
     if inside is not None:
         valid = valid & inside
         area = float(inside.sum()) or np.nan

@@ -60,7 +60,8 @@ def request_arguments(spec: CubeSpec) -> dict[str, Any]:
     arguments = {
         name: value
         for name, value in spec.parameters().items()
-        if name not in ("bbox", "aoi") and (name not in layers or name in ("bands", "resampling"))
+        if name not in ("bbox", "aoi")
+        and (name not in layers or name in ("bands", "resampling"))
         and SPEC_FIELDS[name].section != "superresolution"  # a stage's, not the request's
     }
     arguments["options"] = spec.layers.options()
@@ -130,7 +131,10 @@ def update_window(
 
 
 def update_parameters(
-    store: str | Path, end: Any = None, lookback_days: Any = 30, batch_size: Any = 8
+    store: str | Path,
+    end: Any = None,
+    lookback_days: Any = 30,
+    batch_size: Any = DEFAULT_BATCH_SIZE,
 ) -> tuple[int, dict[str, Any] | None]:
     """The ``get_stac_layers`` parameters of an update of the cube at ``store``.
 

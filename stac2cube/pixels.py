@@ -169,24 +169,129 @@ def stored_integers(
     the float path gives NaN: the item's nodata DN (0 when unset), its saturated DN, a band it
     lacks (``missing``, ``(item, band)``) and pixels ``drop`` (``(item, y, x)``, clouds) removes.
 
+    Each item alone: :func:`stored_mosaic` with one item per step.
+
     Example:
         >>> raw = xr.DataArray(np.array([[[[0, 1500, 65535]]]], "uint16"), dims=("item", "band", "y", "x"))
         >>> rad = Radiometry("s2-no-offset", 1e-4, 0.0, saturated=65535)
         >>> stored_integers(raw, [rad], np.array([[1000]])).values.ravel().tolist()
         [0, 2500, 0]
     """
-    dn = stack.astype("int32")
-    invalid = xr.zeros_like(stack, dtype=bool)
-    nodata = np.array([0 if r.nodata is None else r.nodata for r in radiometry], "float64")
-    saturated = np.array([np.nan if r.saturated is None else r.saturated for r in radiometry])
-    for marker in (nodata, saturated):
-        finite = ~np.isnan(marker)
-        if finite.any():
-            value = xr.DataArray(np.where(finite, marker, -1).astype("int32"), dims="item")
-            invalid = invalid | ((dn == value) & xr.DataArray(finite, dims="item"))
-    if missing is not None and missing.any():
-        invalid = invalid | xr.DataArray(missing, dims=("item", "band"))
-    if drop is not None:
-        invalid = invalid | drop
-    shifted = (dn + xr.DataArray(shifts, dims=("item", "band"))).clip(1, 65535)
-    return shifted.where(~invalid, 0).astype("uint16")
+    one_each = [[i] for i in range(stack.sizes["item"])]
+    out = stored_mosaic(stack, radiometry, shifts, one_each, missing=missing, drop=drop)
+    return out.rename(time="item")
+
+
+def stored_mosaic(
+    stack: xr.DataArray,
+    radiometry: Sequence[Radiometry],
+    shifts: np.ndarray,
+    steps: Sequence[Sequence[int]],
+    *,
+    missing: np.ndarray | None = None,
+    drop: xr.DataArray | None = None,
+) -> xr.DataArray:
+    """The stored integers of :func:`stored_integers`, mosaicked per step (``steps``: the
+    consecutive positions along ``item`` of each step's items, :func:`~stac2cube.mosaic.step_positions`):
+    first item with a value (not 0) wins, like :func:`~stac2cube.mosaic.mosaic_first_valid`
+    with ``nodata=0``. A ``(time, band, y, x)`` array, lazy for a dask-backed ``stack``.
+
+    One fused numpy function per output chunk (:func:`_stored_block`) instead of a chain of
+    dask operations per step and item: the write path's graph stays a few tasks per chunk.
+
+    Example:
+        >>> raw = xr.DataArray(np.array([[[[0, 7]]], [[[5, 9]]]], "uint16"), dims=("item", "band", "y", "x"))
+        >>> rads = [Radiometry("s2-no-offset", 1e-4, 0.0)] * 2
+        >>> stored_mosaic(raw, rads, np.array([[0], [0]]), [[0, 1]]).values.ravel().tolist()
+        [5, 7]
+    """
+    flat = [p for step in steps for p in step]
+    if flat != list(range(stack.sizes["item"])):
+        raise ValueError("stored_mosaic: the steps must list the items in order, each once")
+    n_items, n_bands = stack.sizes["item"], stack.sizes["band"]
+    params = {
+        "shifts": np.asarray(shifts, "int32").reshape(n_items, n_bands),
+        "nodata": np.array([0 if r.nodata is None else r.nodata for r in radiometry], "float64"),
+        "saturated": np.array([np.nan if r.saturated is None else r.saturated for r in radiometry]),
+        "missing": np.zeros((n_items, n_bands), bool) if missing is None else np.asarray(missing),
+    }
+    raw = stack.transpose("item", "band", "y", "x")
+    masked = None if drop is None else drop.transpose("item", "y", "x").data[:, None]
+    sizes = tuple(len(step) for step in steps)
+    data = raw.data
+    if not isinstance(data, np.ndarray):  # dask: the items of a step in one block
+        import dask.array as da
+
+        data = data.rechunk({0: sizes})
+        args = [data]
+        if masked is not None:  # (item, 1, y, x): broadcast over the band blocks
+            args.append(da.asarray(masked).rechunk((sizes, 1, *data.chunks[2:])))
+        values = da.map_blocks(
+            _stored_block,
+            *args,
+            dtype="uint16",
+            chunks=((1,) * len(sizes), *data.chunks[1:]),
+            params=params,
+            token="stored-mosaic",  # a prefix: the keys get a hash of the inputs
+            meta=np.empty((0, 0, 0, 0), "uint16"),
+        )
+    else:
+        parts = []
+        for step in steps:
+            sl = slice(step[0], step[-1] + 1)
+            part = params_slice(params, sl, slice(None))
+            block = raw.values[sl]
+            step_drop = None if masked is None else np.asarray(masked[sl])
+            parts.append(_stored_block(block, step_drop, params=part))
+        values = np.concatenate(parts) if parts else np.zeros((0, *raw.shape[1:]), "uint16")
+    coords = {k: v for k, v in raw.coords.items() if "item" not in v.dims}
+    return xr.DataArray(values, dims=("time", "band", "y", "x"), coords=coords, attrs=raw.attrs)
+
+
+def params_slice(
+    params: dict[str, np.ndarray], items: slice, bands: slice
+) -> dict[str, np.ndarray]:
+    """The per-item (and per-band) parameters of :func:`stored_mosaic` for one block."""
+    return {
+        "shifts": params["shifts"][items, bands],
+        "nodata": params["nodata"][items],
+        "saturated": params["saturated"][items],
+        "missing": params["missing"][items, bands],
+    }
+
+
+def _stored_block(
+    dn: np.ndarray,
+    drop: np.ndarray | None = None,
+    *,
+    params: dict[str, np.ndarray],
+    block_info: dict | None = None,
+) -> np.ndarray:
+    """One step's items ``(k, band, y, x)`` -> its stored integers ``(1, band, y, x)``;
+    ``params`` for these items, or (under dask, with ``block_info``) for all of them."""
+    if block_info is not None:  # under dask: where this block lies along item and band
+        (i0, i1), (b0, b1) = block_info[0]["array-location"][:2]
+        params = params_slice(params, slice(i0, i1), slice(b0, b1))
+    out = np.zeros((1, *dn.shape[1:]), "uint16")
+    have = np.zeros(dn.shape[1:], bool)
+    for i in range(dn.shape[0]):
+        x = dn[i]
+        valid = ~np.broadcast_to(params["missing"][i][:, None, None], x.shape)
+        for marker in (params["nodata"][i], params["saturated"][i]):
+            if not np.isnan(marker) and 0 <= int(marker) <= 65535:  # else it matches no DN
+                valid = valid & (x != int(marker))
+        if drop is not None:
+            valid = valid & ~drop[i].astype(bool)
+        shift = params["shifts"][i][:, None, None]
+        if (shift == 0).all():
+            value = np.maximum(x, 1, dtype="uint16")
+        else:
+            value = np.clip(x.astype("int32") + shift, 1, 65535).astype("uint16")
+        if i == 0:
+            np.copyto(out[0], value, where=valid)
+            have = valid
+        else:
+            take = valid & ~have
+            np.copyto(out[0], value, where=take)
+            have = have | take
+    return out

@@ -60,7 +60,7 @@ QaFlag = Literal[
 DEFAULT_RESOLUTION = 10.0
 DEFAULT_MAX_CLOUD = 100.0
 DEFAULT_STORE = "cube.icechunk"
-DEFAULT_BATCH_SIZE = 8
+DEFAULT_BATCH_SIZE = 32
 
 
 def _cli(**options: Any) -> dict[str, Any]:

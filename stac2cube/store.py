@@ -40,6 +40,7 @@ from stac2cube.encoding import S2_REFLECTANCE_ENCODING as REFLECTANCE_ENCODING
 from stac2cube.errors import GridMismatchError, StoreError
 from stac2cube.grid import TOLERANCE, Grid
 from stac2cube.radiometry import ProcessingOptions
+from stac2cube.spec import DEFAULT_BATCH_SIZE
 
 CHUNK = 512
 REQUEST_ATTR = "stac2cube:request"
@@ -54,6 +55,29 @@ TIME_ENCODING = {"units": "seconds since 1970-01-01", "dtype": "int64"}
 #: ``to_zarr`` arguments of an append: only variables along time are written (never ``x``,
 #: ``y``, ``spatial_ref``: they are the cube's grid, written once)
 APPEND = {"mode": "a-", "append_dim": "time"}
+
+#: Stored chunks one batch may write at most (:func:`steps_per_batch`): keeps the dask graph of
+#: a batch (a few tasks per chunk) to a few tens of MB on large grids.
+BATCH_CHUNKS = 8192
+
+
+def steps_per_batch(batch_size: int, shape: tuple[int, int], variables: int) -> int:
+    """Time steps of one batch: ``batch_size``, fewer where that many steps of ``variables``
+    pixel variables on a grid of ``shape`` (rows, columns) would exceed :data:`BATCH_CHUNKS`
+    stored chunks; at least one.
+
+    Memory does not depend on it (the write streams chunk by chunk); each batch has a fixed
+    cost (a load, a preprocess and a write task, one dask computation), so fewer is faster.
+
+    Example:
+        >>> steps_per_batch(32, (1020, 1020), 4)  # 16 chunks a step
+        32
+        >>> steps_per_batch(32, (10980, 10980), 4)  # a full Sentinel-2 tile: 1936 chunks a step
+        4
+    """
+    rows, cols = shape
+    per_step = max(1, variables) * -(-rows // CHUNK) * -(-cols // CHUNK)
+    return max(1, min(batch_size, BATCH_CHUNKS // per_step))
 
 
 def _quiet_icechunk() -> None:
@@ -426,7 +450,9 @@ def _put_computed(session, ds: xr.Dataset, **kwargs: Any) -> None:
             to_icechunk(part, session, **APPEND)
 
 
-def write_time_steps(session, ds: xr.Dataset, *, first: bool, batch_size: int = 8) -> int:
+def write_time_steps(
+    session, ds: xr.Dataset, *, first: bool, batch_size: int = DEFAULT_BATCH_SIZE
+) -> int:
     """Write (``first``) or append along time the steps of ``ds``, ``batch_size`` at a time.
 
     Any number of batches go into one session, hence one commit.
@@ -436,8 +462,7 @@ def write_time_steps(session, ds: xr.Dataset, *, first: bool, batch_size: int = 
     """
     n = ds.sizes["time"]
     if not first:
-        check_same_grid(session, ds)
-        check_same_step_variables(session, ds)
+        check_fits_cube(session, ds)
     for k in range(0, n, batch_size):
         part = ds.isel(time=slice(k, k + batch_size))
         if first and k == 0:
@@ -447,13 +472,20 @@ def write_time_steps(session, ds: xr.Dataset, *, first: bool, batch_size: int = 
     return n
 
 
-def check_same_grid(session, ds: xr.Dataset) -> None:
-    """Raise :class:`GridMismatchError` unless the ``x`` and ``y`` of ``ds`` are the cube's.
+def check_fits_cube(session, ds: xr.Dataset) -> None:
+    """:func:`check_same_grid` and :func:`check_same_step_variables` on the cube in
+    ``session``, opened once."""
+    cube = xr.open_zarr(session.store, consolidated=False, chunks={})
+    check_same_grid(cube, ds)
+    check_same_step_variables(cube, ds)
+
+
+def check_same_grid(cube: xr.Dataset, ds: xr.Dataset) -> None:
+    """Raise :class:`GridMismatchError` unless the ``x`` and ``y`` of ``ds`` are the ``cube``'s.
 
     Appends never write ``x``/``y`` (:data:`APPEND`): steps read on another grid would carry
     the cube's coordinates, not their own.
     """
-    cube = xr.open_zarr(session.store, consolidated=False, chunks={})
     for dim in ("x", "y"):
         have, want = cube[dim].values, ds[dim].values
         if have.shape != want.shape or np.abs(have - want).max(initial=0.0) > TOLERANCE:
@@ -463,13 +495,13 @@ def check_same_grid(session, ds: xr.Dataset) -> None:
             )
 
 
-def check_same_step_variables(session, ds: xr.Dataset) -> None:
-    """Raise :class:`GridMismatchError` unless ``ds`` has exactly the cube's per-step variables.
+def check_same_step_variables(cube: xr.Dataset, ds: xr.Dataset) -> None:
+    """Raise :class:`GridMismatchError` unless ``ds`` has exactly the ``cube``'s per-step
+    variables.
 
     An append with a variable the cube lacks (or without one it has) would leave arrays of
     different lengths along time: a cube that no longer opens.
     """
-    cube = xr.open_zarr(session.store, consolidated=False, chunks={})
     have = {str(n) for n, v in cube.variables.items() if "time" in v.dims}
     want = {str(n) for n, v in ds.variables.items() if "time" in v.dims}
     if have != want:
@@ -500,7 +532,7 @@ def rewrite_time_steps(
     new: xr.Dataset,
     replaced_times: dict[str, str],
     *,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> int:
     """Insert and replace time steps so that time stays sorted.
 

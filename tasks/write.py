@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from stac2cube.cube import Cube
 from stac2cube.errors import AssetReadError, ReadError
+from stac2cube.spec import DEFAULT_BATCH_SIZE
 from stac2cube.store import rewrite_time_steps, write_time_steps
 
 #: an exception's repr without quotes inside its message: ``RasterioIOError('...')``
@@ -82,7 +83,7 @@ def write_batch(
     *,
     first: bool,
     items: Sequence[dict[str, Any]],
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> None:
     """Compute ``ds`` into ``session``; a read failure becomes :class:`ReadError`."""
     with naming_read_errors(items):
@@ -115,7 +116,11 @@ def _looks_like_read_error(exc: BaseException) -> bool:
 
 @task(name="write", cache_policy=NO_CACHE)
 def write_task(
-    session, ds: xr.Dataset, first: bool, items: list[dict[str, Any]], batch_size: int = 8
+    session,
+    ds: xr.Dataset,
+    first: bool,
+    items: list[dict[str, Any]],
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> int:
     """Prefect task: :func:`write_batch`; returns the number of time steps written."""
     write_batch(session, ds, first=first, items=items, batch_size=batch_size)
@@ -129,7 +134,7 @@ def rewrite_task(
     new: xr.Dataset,
     replaced_times: dict[str, str],
     items: list[dict[str, Any]],
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> int:
     """Prefect task: :func:`~stac2cube.store.rewrite_time_steps` (inserts and replacements)."""
     with naming_read_errors(items):

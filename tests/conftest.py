@@ -15,6 +15,9 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# subprocesses that call a flow start Prefect's temporary server themselves: its default 20 s to
+# start is too short on a loaded 2-core CI machine (the CLI sets the same, stac2cube.cli)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="stac2cube-prefect-home-"))
 
 from helpers import IN_CI, require  # noqa: F401  (tests import them from conftest)

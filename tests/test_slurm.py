@@ -156,7 +156,6 @@ def test_flow_on_the_slurm_runner(slurm, tmp_path):
     _wait_no_jobs(slurm)
 
 
-
 def _final_task_runs(flow_run_id, timeout: float = 60.0):
     """The flow run's task runs once each has a final state.
 
@@ -173,6 +172,7 @@ def _final_task_runs(flow_run_id, timeout: float = 60.0):
                 return runs
             time.sleep(0.5)
 
+
 EMBEDDED_SCRIPT = """
 import json, os, sys, time
 
@@ -180,6 +180,7 @@ import dask.array as da
 from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 
 from stac2cube.blocks import DaskCluster
 from stac2cube.flows.runner import pixel_client, shared_prefect_api, task_runner_for
@@ -201,7 +202,9 @@ def embedded():
 if __name__ == "__main__":
     block = DaskCluster(kind="slurm", partition=sys.argv[1], cores=1, memory="1GB",
                         walltime="00:10:00", scheduler_host="127.0.0.1", log_directory=sys.argv[2])
+    before = PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value()
     with shared_prefect_api() as url:
+        heartbeat = PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value()
         state = embedded.with_options(task_runner=task_runner_for("slurm", block))(
             return_state=True)
         # task-run states reach the API as events, recorded asynchronously: wait for the last one
@@ -213,7 +216,9 @@ if __name__ == "__main__":
                 if all(r.state.is_final() for r in runs) or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
-    print("RESULT", json.dumps({"url": url, "result": state.result(),
+    print("RESULT", json.dumps({"url": url, "result": state.result(), "heartbeat": heartbeat,
+                                "heartbeat_before": before,
+                                "heartbeat_after": PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value(),
                                 "task_runs": [r.state.type.value for r in runs]}))
 """
 
@@ -243,6 +248,9 @@ def test_embedded_mode_workers_share_the_flow_api(slurm, tmp_path):
     assert report["result"]["job"].isdigit()
     assert report["result"]["api"] == report["url"]
     assert report["task_runs"] == ["COMPLETED"]
+    # heartbeats are off for the temporary server's runs only
+    assert report["heartbeat"] is None
+    assert report["heartbeat_before"] == report["heartbeat_after"] is not None
     worker_log = _wait_for(logs / f"stac2cube-dask-{report['result']['job']}.err")
     assert "Starting temporary server" not in worker_log
     _wait_no_jobs(slurm)
