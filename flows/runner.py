@@ -3,6 +3,9 @@
 ``runner`` is one of
 
 * ``local``: a ``distributed.LocalCluster`` in the flow's process (threads by default);
+* ``threads``: no Dask cluster: Prefect's thread pool runs the tasks and dask's threaded
+  scheduler the pixels, in the flow's process (faster than ``local`` on a laptop in most
+  benchmark runs, ``bench/RESULTS.md``; no dashboard);
 * ``slurm``: a dask-jobqueue ``SLURMCluster`` whose workers are SLURM batch jobs;
 * ``tcp://host:port`` (or ``tls://``): an already running Dask scheduler;
 * ``auto``: ``slurm`` inside a SLURM allocation (``SLURM_JOB_ID`` set), else ``local``.
@@ -56,7 +59,7 @@ __all__ = [
 ]
 
 #: The named runners; any ``tcp://host:port`` scheduler address is accepted as well.
-RunnerName = Literal["auto", "local", "slurm"]
+RunnerName = Literal["auto", "local", "threads", "slurm"]
 
 #: Environment variable naming the runner of flows using :class:`AutoDaskTaskRunner`.
 RUNNER_ENV = "STAC2CUBE_RUNNER"
@@ -73,14 +76,15 @@ def task_runner_for(
     """A prefect-dask ``DaskTaskRunner`` for ``runner``, configured from a cluster block.
 
     Args:
-        runner: ``auto``, ``local``, ``slurm`` or a scheduler address (see
+        runner: ``auto``, ``local``, ``threads``, ``slurm`` or a scheduler address (see
             :func:`resolve_runner`).
         cluster: Settings of the cluster (a :class:`~stac2cube.blocks.DaskCluster`); the
             resolved runner picks which of its settings apply. Default: the block's defaults.
         environ: Environment for ``auto`` (default ``os.environ``).
 
     Returns:
-        A task runner, not started (Prefect starts it with the flow run).
+        A task runner, not started (Prefect starts it with the flow run); for ``threads``
+        Prefect's ``ThreadPoolTaskRunner``.
 
     Example:
         >>> from stac2cube.flows.build import get_stac_layers
@@ -91,6 +95,10 @@ def task_runner_for(
     from stac2cube.blocks import DaskCluster
 
     kind = resolve_runner(runner, environ)
+    if kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner()  # type: ignore[return-value]
     if kind not in ("local", "slurm"):
         return DaskTaskRunner(address=kind)
     block = cluster if cluster is not None else DaskCluster(kind=kind)

@@ -35,7 +35,9 @@ def _add_runner_arguments(p: argparse.ArgumentParser) -> None:
         "--runner",
         default="auto",
         help="where pixels are computed: auto (SLURM inside a SLURM job, else local), local "
-        "(a Dask LocalCluster), slurm (dask-jobqueue), or a Dask scheduler tcp://HOST:PORT",
+        "(a Dask LocalCluster), threads (no cluster: dask's threaded scheduler in this "
+        "process; often faster on a laptop), slurm (dask-jobqueue), or a Dask scheduler "
+        "tcp://HOST:PORT",
     )
     p.add_argument(
         "--dask-cluster",

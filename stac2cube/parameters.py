@@ -171,14 +171,15 @@ def update_parameters(
 
 
 def resolve_runner(runner: str = "auto", environ: Mapping[str, str] | None = None) -> str:
-    """Turn ``auto|local|slurm|tcp://host:port`` into ``local``, ``slurm`` or an address.
+    """Turn ``auto|local|threads|slurm|tcp://host:port`` into ``local``, ``threads``,
+    ``slurm`` or an address.
 
     Args:
         runner: The requested runner.
         environ: Environment to look at for ``auto`` (default ``os.environ``).
 
     Returns:
-        ``"local"``, ``"slurm"``, or the scheduler address (``tcp://host:port``).
+        ``"local"``, ``"threads"``, ``"slurm"``, or the scheduler address (``tcp://host:port``).
 
     Raises:
         InvalidRequestError: ``runner`` is none of these.
@@ -187,7 +188,7 @@ def resolve_runner(runner: str = "auto", environ: Mapping[str, str] | None = Non
     if key == "auto":
         env = os.environ if environ is None else environ
         return "slurm" if env.get("SLURM_JOB_ID") else "local"
-    if key in ("local", "slurm"):
+    if key in ("local", "threads", "slurm"):
         return key
     parsed = urlparse(key)
     if parsed.scheme in _SCHEMES and parsed.hostname:
@@ -198,6 +199,6 @@ def resolve_runner(runner: str = "auto", environ: Mapping[str, str] | None = Non
         if port:
             return key
     raise InvalidRequestError(
-        f"unknown runner {runner!r}; use auto, local, slurm or a Dask scheduler address "
+        f"unknown runner {runner!r}; use auto, local, threads, slurm or a Dask scheduler address "
         "such as tcp://127.0.0.1:8786"
     )

@@ -40,6 +40,7 @@ from stac2cube.flows.runner import (
         ("auto", {"SLURM_JOB_ID": "4711"}, "slurm"),
         ("auto", {"SLURM_JOB_ID": ""}, "local"),
         ("local", {"SLURM_JOB_ID": "4711"}, "local"),
+        ("threads", {"SLURM_JOB_ID": "4711"}, "threads"),
         ("slurm", {}, "slurm"),
         (" slurm ", {}, "slurm"),
         ("tcp://127.0.0.1:8786", {}, "tcp://127.0.0.1:8786"),
@@ -134,6 +135,20 @@ def test_local_runner_computes_on_its_workers():
         assert result["client"]
         assert len(result["workers"]) == 1
         assert next(iter(result["workers"])).startswith("inproc://")
+
+
+def test_threads_runner_computes_in_this_process_without_a_cluster():
+    """``threads``: Prefect's thread pool, no Dask cluster; the pixels are computed by dask's
+    threaded scheduler in the flow's process (no distributed worker)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    runner = task_runner_for("threads")
+    assert isinstance(runner, ThreadPoolTaskRunner)
+    direct, submitted = sums.with_options(task_runner=runner)(1000)
+    for result in (direct, submitted):
+        assert result["sum"] == int(np.arange(1000).sum())
+        assert not result["client"]
+        assert result["workers"] == {"no-worker"}
 
 
 def test_address_runner_uses_the_running_scheduler():
@@ -354,3 +369,28 @@ def test_build_report_artifacts_from_a_real_cube(stac_url, store_path):
     valid &= np.isfinite(newest.B02.values)
     assert valid.any() and not valid.all()  # the synthetic scenes have a nodata strip
     np.testing.assert_array_equal(np.asarray(png)[..., 3] == 255, valid)
+
+
+@pytest.mark.integration
+def test_a_cube_built_on_threads_equals_the_local_cluster_build(stac_url, tmp_path):
+    """``--runner threads`` (no Dask cluster) and the default ``LocalCluster``: the same cube,
+    value for value, every variable and coordinate."""
+    from stac2cube import get_stac_layers, open_cube
+    from stac2cube.testing.synthetic import demo_bbox
+
+    args = dict(
+        mission="sentinel-2-l2a", bbox=list(demo_bbox()), start="2024-01-01", end="2024-01-31",
+        catalog=stac_url, collection="sentinel-2-c1-l2a", bands=["B04", "B08", "SCL"],
+        indices=["NDVI"], batch_size=2,
+    )  # fmt: skip
+    stores = {}
+    for name in ("local", "threads"):
+        stores[name] = tmp_path / f"{name}.icechunk"
+        flow = get_stac_layers.with_options(task_runner=task_runner_for(name))
+        flow(**args, store=str(stores[name]))
+    got = open_cube(stores["threads"], decode=False).load()
+    want = open_cube(stores["local"], decode=False).load()
+    assert got.sizes["time"] == want.sizes["time"] >= 3
+    assert set(got.variables) == set(want.variables)
+    for name in want.variables:
+        np.testing.assert_array_equal(got[name].values, want[name].values, err_msg=name)
