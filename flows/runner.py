@@ -99,14 +99,64 @@ def task_runner_for(
         from prefect.task_runners import ThreadPoolTaskRunner
 
         return ThreadPoolTaskRunner()  # type: ignore[return-value]
-    if kind not in ("local", "slurm"):
-        return DaskTaskRunner(address=kind)
+    if kind not in ("local", "slurm"):  # a running scheduler: its workers are other processes
+        return _draining_runner_class()(address=kind)
     block = cluster if cluster is not None else DaskCluster(kind=kind)
-    return DaskTaskRunner(
+    in_process = kind == "local" and not block.cluster_kwargs(kind).get("processes", False)
+    runner_class = DaskTaskRunner if in_process else _draining_runner_class()
+    return runner_class(
         cluster_class=block.cluster_class(kind),
         cluster_kwargs=block.cluster_kwargs(kind),
         adapt_kwargs=block.adapt_kwargs(kind),
     )
+
+
+def _draining_runner_class():
+    """:class:`DrainingDaskTaskRunner`, defined on first use (``prefect_dask`` is imported only
+    when a Dask runner is made)."""
+    cls = globals().get("DrainingDaskTaskRunner")
+    if cls is None:
+        from prefect_dask import DaskTaskRunner
+
+        class DrainingDaskTaskRunner(DaskTaskRunner):
+            """A ``DaskTaskRunner`` whose workers (other processes: SLURM jobs, a scheduler's
+            workers) deliver the task-run events and logs Prefect still queues before the
+            cluster stops: a task's final state is sent in the background after it returns,
+            and a worker stopped first leaves its run RUNNING in the UI."""
+
+            def __exit__(self, *args):
+                _drain_workers(self._client)
+                super().__exit__(*args)
+
+        DrainingDaskTaskRunner.__module__ = __name__
+        globals()["DrainingDaskTaskRunner"] = cls = DrainingDaskTaskRunner
+    return cls
+
+
+def __getattr__(name: str):
+    """``DrainingDaskTaskRunner`` on demand (for pickle)."""
+    if name == "DrainingDaskTaskRunner":
+        return _draining_runner_class()
+    raise AttributeError(name)
+
+
+async def _drain_in_thread(timeout: float) -> None:
+    """On a worker: :func:`_send_pending_logs_and_events` off the worker's event loop."""
+    import asyncio
+
+    await asyncio.to_thread(_send_pending_logs_and_events, timeout)
+
+
+def _drain_workers(client, timeout: float = 5.0) -> None:
+    """Each worker delivers its queued Prefect events and logs (at most ``timeout`` s each)."""
+    if client is None:
+        return
+    try:
+        client.run(_drain_in_thread, timeout, on_error="ignore")
+    except Exception:  # a cluster already going away: nothing more to deliver
+        import logging
+
+        logging.getLogger(__name__).debug("could not drain the workers' events", exc_info=True)
 
 
 class AutoDaskTaskRunner(TaskRunner):

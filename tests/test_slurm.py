@@ -150,17 +150,17 @@ def test_flow_on_the_slurm_runner(slurm, tmp_path):
     worker_log = _wait_for(tmp_path / f"stac2cube-dask-{job}.err")
     assert "Starting temporary server" not in worker_log
 
-    runs = _final_task_runs(state.state_details.flow_run_id)
+    runs = _final_task_runs(state.state_details.flow_run_id, expected=2)
     assert len(runs) == 2
     assert all(r.state.is_completed() for r in runs)
     _wait_no_jobs(slurm)
 
 
-def _final_task_runs(flow_run_id, timeout: float = 60.0):
-    """The flow run's task runs once each has a final state.
+def _final_task_runs(flow_run_id, expected: int, timeout: float = 60.0):
+    """The flow run's task runs once ``expected`` of them are recorded, each in a final state.
 
-    Task-run states reach the API as events that the server records asynchronously, so a
-    read right after the flow returns may still see RUNNING.
+    Task runs and their states reach the API as events that the server records
+    asynchronously, so a read right after the flow returns may find none yet, or RUNNING.
     """
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
@@ -168,7 +168,8 @@ def _final_task_runs(flow_run_id, timeout: float = 60.0):
             runs = client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
             )
-            if all(r.state.is_final() for r in runs) or time.monotonic() > deadline:
+            done = len(runs) >= expected and all(r.state.is_final() for r in runs)
+            if done or time.monotonic() > deadline:
                 return runs
             time.sleep(0.5)
 
@@ -213,7 +214,8 @@ if __name__ == "__main__":
             while True:
                 runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
                     id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
-                if all(r.state.is_final() for r in runs) or time.monotonic() > deadline:
+                done = runs and all(r.state.is_final() for r in runs)
+                if done or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
     print("RESULT", json.dumps({"url": url, "result": state.result(), "heartbeat": heartbeat,
