@@ -220,7 +220,7 @@ def test_build_cube_from_the_custom_run_form(stac_url, tmp_path):
                     # the UI goes back to the deployment page (or to the run) with a toast
                     with get_client(sync_client=True) as client:
                         try:
-                            (run,) = _wait(lambda: _runs(client, deployment.id), timeout=60)
+                            (run,) = _wait(lambda: _runs(client, deployment.id), timeout=180)
                         except AssertionError:
                             _shot(driver, "03b-form-not-submitted", _form_height(driver))
                             raise
