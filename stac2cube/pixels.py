@@ -273,7 +273,6 @@ def _stored_block(
         (i0, i1), (b0, b1) = block_info[0]["array-location"][:2]
         params = params_slice(params, slice(i0, i1), slice(b0, b1))
     out = np.zeros((1, *dn.shape[1:]), "uint16")
-    have = np.zeros(dn.shape[1:], bool)
     for i in range(dn.shape[0]):
         x = dn[i]
         valid = ~np.broadcast_to(params["missing"][i][:, None, None], x.shape)
