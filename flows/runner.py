@@ -2,13 +2,14 @@
 
 ``runner`` is one of
 
-* ``local``: a ``distributed.LocalCluster`` in the flow's process (threads by default);
 * ``threads``: no Dask cluster: Prefect's thread pool runs the tasks and dask's threaded
-  scheduler the pixels, in the flow's process (faster than ``local`` on a laptop in most
-  benchmark runs, ``bench/RESULTS.md``; no dashboard);
+  scheduler the pixels, in the flow's process (the fastest on one machine,
+  ``bench/RESULTS.md``; no dashboard);
+* ``local``: a ``distributed.LocalCluster`` in the flow's process (threads by default), with
+  Dask's dashboard;
 * ``slurm``: a dask-jobqueue ``SLURMCluster`` whose workers are SLURM batch jobs;
 * ``tcp://host:port`` (or ``tls://``): an already running Dask scheduler;
-* ``auto``: ``slurm`` inside a SLURM allocation (``SLURM_JOB_ID`` set), else ``local``.
+* ``auto``: ``slurm`` inside a SLURM allocation (``SLURM_JOB_ID`` set), else ``threads``.
 
 :func:`task_runner_for` builds the prefect-dask ``DaskTaskRunner`` of a runner; a flow given an
 :class:`AutoDaskTaskRunner` picks it when each run starts (from ``$STAC2CUBE_RUNNER`` and
@@ -27,7 +28,7 @@ Example:
     >>> resolve_runner("auto", environ={"SLURM_JOB_ID": "42"})
     'slurm'
     >>> resolve_runner("auto", environ={})
-    'local'
+    'threads'
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class AutoDaskTaskRunner(TaskRunner):
     ``task_runner_for(runner, cluster)`` with
 
     * ``runner``: the constructor's, else ``$STAC2CUBE_RUNNER``, else ``auto`` (SLURM inside a
-      SLURM allocation, local elsewhere);
+      SLURM allocation, threads elsewhere);
     * ``cluster``: the constructor's block (or the name of a saved ``DaskCluster`` block), else
       the block named by ``$STAC2CUBE_DASK_CLUSTER``, else the block's defaults.
 
@@ -185,8 +186,8 @@ class AutoDaskTaskRunner(TaskRunner):
         """Remember the choices; nothing is resolved or started here.
 
         Args:
-            runner: ``auto``, ``local``, ``slurm`` or a scheduler address; None: from the
-                environment.
+            runner: ``auto``, ``threads``, ``local``, ``slurm`` or a scheduler address; None:
+                from the environment.
             cluster: A ``DaskCluster`` block or the name of a saved one; None: from the
                 environment.
             environ: Environment to read (default ``os.environ`` at run start).
@@ -293,8 +294,10 @@ def shared_prefect_api() -> Iterator[str]:
     With no Prefect server configured, Prefect runs embedded: each process starts a temporary
     API server of its own on first use, so every SLURM worker would start one (seconds each, and
     its task runs would land in a database nobody reads). Inside this block the flow process's
-    embedded server is started once and named in ``PREFECT_API_URL`` (the settings and the
-    environment that ``sbatch`` hands to the jobs), and stopped when the block ends. Flow-run
+    temporary server (:mod:`stac2cube.prefect_api`: Prefect's command, without importing
+    Prefect's server package here; the CLI starts it early with ``prefect_api.launch``) is
+    named in ``PREFECT_API_URL`` (the settings and the environment that ``sbatch`` hands to
+    the jobs), and stopped when the block ends. Flow-run
     heartbeats are off inside (nothing watches a temporary server for runs that stop beating,
     and each flow call waits up to a second on exit for its heartbeat thread). With a server
     configured, nothing changes.
@@ -312,16 +315,14 @@ def shared_prefect_api() -> Iterator[str]:
         temporary_settings,
     )
 
+    from stac2cube import prefect_api
+
     url = PREFECT_API_URL.value()
     if url:
         yield url
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()  # the process-wide embedded server Prefect itself uses
-    started = not server.running
-    server.start()
-    url = str(server.api_url)
+    server = prefect_api.take()  # started by the CLI already, or now
+    url = server.wait()
     saved = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
     try:
@@ -332,9 +333,9 @@ def shared_prefect_api() -> Iterator[str]:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = saved
-        if started:  # stopped here, not at exit: its log line comes before a CLI's error line
-            _send_pending_logs_and_events()
-            server.stop()
+        # stopped here, not at exit: its log line comes before a CLI's error line
+        _send_pending_logs_and_events()
+        server.stop()
 
 
 def _send_pending_logs_and_events(timeout: float = 5.0) -> None:

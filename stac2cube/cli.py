@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stac2cube import prefect_api
 from stac2cube.cli_parser import BUILD_OPTIONS, EXIT_ERROR, build_parser
 
 #: exit code of an error stac2cube does not name (a bug, or a library failing unforeseen)
@@ -186,6 +187,7 @@ def run_build(params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     ``params`` are :func:`~stac2cube.flows.build.get_stac_layers` keyword arguments.
     """
     params = check_build(params, args.runner)
+    prefect_api.launch()  # its start-up overlaps the imports below
     from stac2cube.flows.build import get_stac_layers
 
     with _flow_context(args):
@@ -279,6 +281,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         superres["errors_as_nodata"] = True  # passed on like the stage switches
     if params is not None:
         check_build({**params, **superres}, args.runner)
+    prefect_api.launch()  # its start-up overlaps the imports below
     from stac2cube.flows.update import update_cube
 
     with _flow_context(args):
@@ -357,6 +360,7 @@ def cmd_clouds(args: argparse.Namespace) -> int:
     with aws_credentials(args.aws_credentials_block):  # catalog, pairing, credentials
         stale = stale_times(state.ledger, read_group_record(cube._readonly()))
         plan_cloud_layers(state.request, state.ledger, stale, settings, name=cube.name)
+    prefect_api.launch()  # its start-up overlaps the imports below
     from stac2cube.flows.clouds import get_cloud_layers
     from stac2cube.flows.runner import shared_prefect_api
 
