@@ -34,10 +34,10 @@ def _add_runner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--runner",
         default="auto",
-        help="where pixels are computed: auto (SLURM inside a SLURM job, else local), local "
-        "(a Dask LocalCluster), threads (no cluster: dask's threaded scheduler in this "
-        "process; often faster on a laptop), slurm (dask-jobqueue), or a Dask scheduler "
-        "tcp://HOST:PORT",
+        help="where pixels are computed: auto (SLURM inside a SLURM job, else threads), "
+        "threads (no cluster: dask's threaded scheduler in this process, the fastest on one "
+        "machine), local (a Dask LocalCluster, with its dashboard), slurm (dask-jobqueue), or "
+        "a Dask scheduler tcp://HOST:PORT",
     )
     p.add_argument(
         "--dask-cluster",

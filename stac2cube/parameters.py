@@ -174,6 +174,10 @@ def resolve_runner(runner: str = "auto", environ: Mapping[str, str] | None = Non
     """Turn ``auto|local|threads|slurm|tcp://host:port`` into ``local``, ``threads``,
     ``slurm`` or an address.
 
+    ``auto`` is ``slurm`` inside a SLURM allocation and ``threads`` elsewhere: on a laptop or a
+    workstation, dask's threaded scheduler in the flow's process builds a cube faster than a
+    ``LocalCluster`` (no scheduler, no session forks to merge; ``bench/RESULTS.md``).
+
     Args:
         runner: The requested runner.
         environ: Environment to look at for ``auto`` (default ``os.environ``).
@@ -187,7 +191,7 @@ def resolve_runner(runner: str = "auto", environ: Mapping[str, str] | None = Non
     key = (runner or "").strip()
     if key == "auto":
         env = os.environ if environ is None else environ
-        return "slurm" if env.get("SLURM_JOB_ID") else "local"
+        return "slurm" if env.get("SLURM_JOB_ID") else "threads"
     if key in ("local", "threads", "slurm"):
         return key
     parsed = urlparse(key)

@@ -201,6 +201,7 @@ def test_flow_build_on_a_cluster_workers_write_and_the_bar_reaches_100(
         raise AssertionError("a batch was computed into the flow process")
 
     monkeypatch.setattr(store, "_put_computed", refuse)
+    monkeypatch.setenv("STAC2CUBE_RUNNER", "local")  # a LocalCluster (the default is threads)
     out = io.StringIO()
     with TerminalProgress("pixels", stream=out, min_seconds=0):
         summary = get_stac_layers(

@@ -36,9 +36,9 @@ from stac2cube.flows.runner import (
 @pytest.mark.parametrize(
     ("runner", "environ", "expected"),
     [
-        ("auto", {}, "local"),
+        ("auto", {}, "threads"),
         ("auto", {"SLURM_JOB_ID": "4711"}, "slurm"),
-        ("auto", {"SLURM_JOB_ID": ""}, "local"),
+        ("auto", {"SLURM_JOB_ID": ""}, "threads"),
         ("local", {"SLURM_JOB_ID": "4711"}, "local"),
         ("threads", {"SLURM_JOB_ID": "4711"}, "threads"),
         ("slurm", {}, "slurm"),
@@ -55,7 +55,7 @@ def test_resolve_runner_auto_reads_os_environ(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "17")
     assert resolve_runner("auto") == "slurm"
     monkeypatch.delenv("SLURM_JOB_ID")
-    assert resolve_runner("auto") == "local"
+    assert resolve_runner("auto") == "threads"
 
 
 @pytest.mark.parametrize(

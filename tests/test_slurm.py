@@ -85,7 +85,7 @@ def test_batch_job_runs_and_auto_runner_picks_slurm_inside_it(slurm, tmp_path):
         time.sleep(0.2)
         text = out.read_text()
     assert text.splitlines() == [f"{job_id} localcluster", "slurm"]
-    assert resolve_outside() == "local"
+    assert resolve_outside() == "threads"
     _wait_no_jobs(slurm)
 
 
