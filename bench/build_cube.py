@@ -38,6 +38,12 @@ What it does:
                            same process (Prefect server running, modules imported).
    ``stac2cube-stages``    stac2cube's pure stage functions without Prefect, timed per stage
                            (the profile in RESULTS.md).
+   ``stac2cube-threads``   the warm call on Prefect's thread pool and dask's threaded
+                           scheduler (the ``threads`` runner, the default outside SLURM).
+   ``stac2cube-local``     the warm call on a ``LocalCluster`` of threads (``--runner local``).
+   ``stac2cube-processes`` the warm call on a ``LocalCluster`` of 2 worker processes.
+   ``stac2cube-cli``       ``stac2cube build`` in a child process, end to end (``-b1``, ``-b8``,
+                           ``-b32``: ``--batch-size``; ``-local``: ``--runner local``).
 
    The time reported is the wall time of the work itself, after imports (imports are listed
    separately). Every method reads the COGs from the page cache: this measures CPU, not disk.
@@ -103,11 +109,14 @@ METHODS = [
     "stac2cube-warm",
     "stac2cube-stages",
     "stac2cube-threads",
+    "stac2cube-local",
     "stac2cube-processes",
     "stac2cube-cli",
     "stac2cube-cli-b1",
     "stac2cube-cli-b8",
     "stac2cube-cli-b32",
+    "stac2cube-cli-local",
+    "stac2cube-cli-local-b1",
 ]
 FLOOR, BASELINE = "rasterio-threads", "stackstac-zarr"
 
@@ -305,6 +314,8 @@ def run_stac2cube_runner(job: dict[str, Any], runner: str) -> dict[str, Any]:
 
     if runner == "threads":
         task_runner = ThreadPoolTaskRunner()
+    elif runner == "local":
+        task_runner = task_runner_for("local")
     else:
         block = DaskCluster(kind="local", local_processes=True, n_workers=2, threads_per_worker=1)
         task_runner = task_runner_for("local", block)
@@ -323,10 +334,12 @@ def run_stac2cube_runner(job: dict[str, Any], runner: str) -> dict[str, Any]:
     return result
 
 
-def run_stac2cube_cli(job: dict[str, Any], batch_size: int | None = None) -> dict[str, Any]:
+def run_stac2cube_cli(
+    job: dict[str, Any], batch_size: int | None = None, runner: str | None = None
+) -> dict[str, Any]:
     """``stac2cube build`` end to end in a child process (its own Prefect start-up, imports and
-    all), with ``--batch-size`` if given; the time is the child's wall time, the peak RSS the
-    summed RSS of the child and its descendants."""
+    all), with ``--batch-size`` and ``--runner`` if given; the time is the child's wall time,
+    the peak RSS the summed RSS of the child and its descendants."""
     import resource
     import subprocess
 
@@ -337,6 +350,8 @@ def run_stac2cube_cli(job: dict[str, Any], batch_size: int | None = None) -> dic
     argv += [kw["collection"], "--bands", *kw["bands"], "--crs", kw["crs"], "--store", kw["store"]]
     if batch_size is not None:
         argv += ["--batch-size", str(batch_size)]
+    if runner is not None:
+        argv += ["--runner", runner]
     t0 = time.perf_counter()
     with TreeRss() as tree:
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -364,13 +379,14 @@ def run_stac2cube_stages(job: dict[str, Any]) -> dict[str, Any]:
     from stac2cube.plan import plan_changes, stamp_ledger
     from stac2cube.request import make_request
     from stac2cube.search import search_items
+    from stac2cube.spec import DEFAULT_BATCH_SIZE
     from stac2cube.steps import deduplicate, group_by_solar_day
-    from stac2cube.store import open_repo, write_metadata, write_time_steps
+    from stac2cube.store import open_repo, steps_per_batch, write_metadata, write_time_steps
 
     kw = flow_kwargs(job, Path(job["work"]) / "stages.icechunk")
     store = Path(kw.pop("store"))
-    batch_size = 8
     stages: dict[str, float] = {}
+    tree = TreeRss().__enter__()
     t0 = time.perf_counter()
     with timed(stages, "request"):
         request = make_request(**kw)
@@ -379,6 +395,7 @@ def run_stac2cube_stages(job: dict[str, Any]) -> dict[str, Any]:
     with timed(stages, "group + plan"):
         kept, _ = deduplicate(items)
         plan = plan_changes(group_by_solar_day(kept), [])
+        batch_size = steps_per_batch(DEFAULT_BATCH_SIZE, request.grid.shape, len(request.bands))
     with timed(stages, "open store"):
         session = open_repo(store, create=True).writable_session("main")
     entries: list[dict] = []
@@ -397,6 +414,7 @@ def run_stac2cube_stages(job: dict[str, Any]) -> dict[str, Any]:
         write_metadata(session, request=request.describe(), ledger=entries, version=__version__)
         session.commit("bench")
     seconds = time.perf_counter() - t0
+    tree.__exit__(None, None, None)
     # not part of the total: the raw read alone, to split the compute stage
     t1 = time.perf_counter()
     for k in range(0, len(steps), batch_size):
@@ -404,7 +422,8 @@ def run_stac2cube_stages(job: dict[str, Any]) -> dict[str, Any]:
         dask.compute(*raw.values())
     stages["(extra, not in total) raw read of the same stacks"] = time.perf_counter() - t1
     shape, checksum = cube_checksum(store)
-    return {"seconds": seconds, "stages": stages, "shape": shape, "checksum": checksum}
+    return {"seconds": seconds, "stages": stages, "shape": shape, "checksum": checksum,
+            "tree_rss_mb": tree.peak_mb}  # fmt: skip
 
 
 WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -416,11 +435,14 @@ WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "stac2cube-warm": lambda job: run_stac2cube_flow(job, warm=True),
     "stac2cube-stages": run_stac2cube_stages,
     "stac2cube-threads": lambda job: run_stac2cube_runner(job, "threads"),
+    "stac2cube-local": lambda job: run_stac2cube_runner(job, "local"),
     "stac2cube-processes": lambda job: run_stac2cube_runner(job, "processes"),
     "stac2cube-cli": run_stac2cube_cli,
     "stac2cube-cli-b1": lambda job: run_stac2cube_cli(job, 1),
     "stac2cube-cli-b8": lambda job: run_stac2cube_cli(job, 8),
     "stac2cube-cli-b32": lambda job: run_stac2cube_cli(job, 32),
+    "stac2cube-cli-local": lambda job: run_stac2cube_cli(job, runner="local"),
+    "stac2cube-cli-local-b1": lambda job: run_stac2cube_cli(job, 1, runner="local"),
     "prefect-init": prefect_init,
 }
 
@@ -435,10 +457,13 @@ IMPORTS: dict[str, list[str]] = {
     "stac2cube-stages": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
     "stac2cube-threads": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
     "stac2cube-processes": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
+    "stac2cube-local": ["stac2cube", "stac2cube.tasks.load", "icechunk", "stackstac"],
     "stac2cube-cli": ["stac2cube"],
     "stac2cube-cli-b1": ["stac2cube"],
     "stac2cube-cli-b8": ["stac2cube"],
     "stac2cube-cli-b32": ["stac2cube"],
+    "stac2cube-cli-local": ["stac2cube"],
+    "stac2cube-cli-local-b1": ["stac2cube"],
     "prefect-init": ["prefect"],
 }
 
