@@ -10,8 +10,9 @@ command knows it will run a flow, so the child's start-up overlaps the command's
 
 Example:
     >>> api = launch()  # doctest: +SKIP
-    >>> url = api.wait()  # 'http://127.0.0.1:8123/api', once /api/health answers
-    >>> api.stop()
+    >>> api.wait()  # once /api/health answers  # doctest: +SKIP
+    'http://127.0.0.1:8123/api'
+    >>> api.stop()  # doctest: +SKIP
 """
 
 from __future__ import annotations

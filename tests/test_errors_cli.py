@@ -203,11 +203,12 @@ def bad_assets(stac_api, tmp_path_factory):
     return {kind: (scenes[kind], hrefs[kind], f"2023-03-0{day}") for kind, day in days.items()}
 
 
-# the reader's reason each unreadable COG must be reported with
+# the reader's reason each unreadable COG must be reported with: the innermost error of the
+# chain, rasterio's or (where it is kept: the threads runner) GDAL's own
 REASONS = {
-    "garbage": "RasterioIOError: B04.tif: TIFFReadDirectory",
-    "missing": "RasterioIOError: No such file or directory",
-    "truncated": "RasterioIOError: Read failed",
+    "garbage": r"(RasterioIOError|CPLE_\w+): B04\.tif: TIFFReadDirectory",
+    "missing": r"(RasterioIOError|CPLE_\w+): .*No such file or directory",
+    "truncated": r"(RasterioIOError: Read failed|CPLE_\w+: .*Read error)",
 }
 
 
@@ -230,9 +231,9 @@ def test_unreadable_cog_prints_one_line_and_details_only_with_debug(
     )
     env = _env(tmp_path)
     proc = run_cli(env, "build", *argv)
-    line = assert_one_error_line(
-        proc, f"cannot read item {scene.id} asset red (file://{href}): {REASONS[kind]}"
-    )
+    line = assert_one_error_line(proc, f"cannot read item {scene.id} asset red (file://{href}): ")
+    reason = line.split(f"(file://{href}): ", 1)[1]
+    assert re.match(REASONS[kind], reason), line
     assert line.count(href) == 1 and len(line) < 600, line
     # nothing of Dask's worker logs, pickled exceptions, Prefect's failure reports
     assert not re.search(r"\|\s*distributed\.", proc.stderr), proc.stderr[-3000:]
@@ -244,7 +245,7 @@ def test_unreadable_cog_prints_one_line_and_details_only_with_debug(
         debug = run_cli(env, "--debug", "build", *argv)
         assert debug.returncode == 2
         assert [x for x in debug.stderr.splitlines() if x.strip()][-1] == line
-        assert "Traceback" in debug.stderr and "Compute Failed" in debug.stderr
+        assert "Traceback" in debug.stderr and "rasterio" in debug.stderr
 
 
 @pytest.mark.integration
