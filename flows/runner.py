@@ -9,7 +9,9 @@
   Dask's dashboard;
 * ``slurm``: a dask-jobqueue ``SLURMCluster`` whose workers are SLURM batch jobs;
 * ``tcp://host:port`` (or ``tls://``): an already running Dask scheduler;
-* ``auto``: ``slurm`` inside a SLURM allocation (``SLURM_JOB_ID`` set), else ``threads``.
+* ``auto``: ``slurm`` inside a SLURM allocation (``SLURM_JOB_ID`` set), else ``threads``, or
+  ``local`` when a ``DaskCluster`` block is named (``$STAC2CUBE_DASK_CLUSTER``,
+  ``--dask-cluster``): its local cluster settings.
 
 :func:`task_runner_for` builds the prefect-dask ``DaskTaskRunner`` of a runner; a flow given an
 :class:`AutoDaskTaskRunner` picks it when each run starts (from ``$STAC2CUBE_RUNNER`` and
@@ -81,6 +83,7 @@ def task_runner_for(
             :func:`resolve_runner`).
         cluster: Settings of the cluster (a :class:`~stac2cube.blocks.DaskCluster`); the
             resolved runner picks which of its settings apply. Default: the block's defaults.
+            With ``auto`` outside SLURM, a block means its local cluster (not ``threads``).
         environ: Environment for ``auto`` (default ``os.environ``).
 
     Returns:
@@ -96,6 +99,8 @@ def task_runner_for(
     from stac2cube.blocks import DaskCluster
 
     kind = resolve_runner(runner, environ)
+    if kind == "threads" and runner.strip() == "auto" and cluster is not None:
+        kind = "local"  # a cluster block was named: its local cluster, not the threads
     if kind == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
 

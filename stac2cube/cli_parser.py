@@ -34,7 +34,8 @@ def _add_runner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--runner",
         default="auto",
-        help="where pixels are computed: auto (SLURM inside a SLURM job, else threads), "
+        help="where pixels are computed: auto (SLURM inside a SLURM job, else threads, or "
+        "the local cluster of --dask-cluster), "
         "threads (no cluster: dask's threaded scheduler in this process, the fastest on one "
         "machine), local (a Dask LocalCluster, with its dashboard), slurm (dask-jobqueue), or "
         "a Dask scheduler tcp://HOST:PORT",

@@ -89,8 +89,13 @@ def test_task_runner_for_each_kind():
     assert remote.address == "tcp://10.0.0.5:8786"
     assert remote.cluster_class is None
 
-    default = task_runner_for("auto", environ={})
-    assert default.cluster_class == "distributed.LocalCluster"
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    default = task_runner_for("auto", environ={})  # no cluster: Prefect's threads, dask's
+    assert isinstance(default, ThreadPoolTaskRunner)
+    named = task_runner_for("auto", DaskCluster(n_workers=2), environ={})  # a block: its cluster
+    assert named.cluster_class == "distributed.LocalCluster"
+    assert named.cluster_kwargs["n_workers"] == 2
 
 
 # -- where pixel work runs -----------------------------------------------------------------
@@ -185,10 +190,15 @@ def test_auto_runner_is_chosen_when_the_run_starts(monkeypatch):
     DaskCluster(n_workers=2, threads_per_worker=1).save(name)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.setenv("STAC2CUBE_DASK_CLUSTER", name)
-    for result in auto_sums(800):  # auto -> local, with the saved block's two workers
+    for result in auto_sums(800):  # auto + a named block -> local, with its two workers
         assert result["sum"] == int(np.arange(800).sum())
         assert result["n_workers"] == 2
         assert all(w.startswith("inproc://") for w in result["workers"])
+
+    monkeypatch.delenv("STAC2CUBE_DASK_CLUSTER")
+    for result in auto_sums(800):  # auto, no block -> threads: no Dask client, no workers
+        assert result == {"sum": int(np.arange(800).sum()), "workers": {"no-worker"},
+                          "client": False, "n_workers": 0}  # fmt: skip
 
     with LocalCluster(
         n_workers=1,
