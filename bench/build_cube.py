@@ -303,19 +303,16 @@ def run_stac2cube_flow(job: dict[str, Any], warm: bool) -> dict[str, Any]:
 
 def run_stac2cube_runner(job: dict[str, Any], runner: str) -> dict[str, Any]:
     """The warm flow (after an untimed small build) on another task runner: ``threads`` (no
-    Dask cluster: Prefect's thread pool, dask's local threaded scheduler) or ``processes`` (a
-    ``LocalCluster`` of 2 single-threaded worker processes that write through the run's fork).
+    Dask cluster: Prefect's thread pool, dask's local threaded scheduler), ``local`` (a
+    ``LocalCluster`` of threads) or ``processes`` (a ``LocalCluster`` of 2 single-threaded
+    worker processes that write through the run's fork).
     """
-    from prefect.task_runners import ThreadPoolTaskRunner
-
     from stac2cube import get_stac_layers
     from stac2cube.blocks import DaskCluster
     from stac2cube.flows.runner import task_runner_for
 
-    if runner == "threads":
-        task_runner = ThreadPoolTaskRunner()
-    elif runner == "local":
-        task_runner = task_runner_for("local")
+    if runner in ("threads", "local"):
+        task_runner = task_runner_for(runner)
     else:
         block = DaskCluster(kind="local", local_processes=True, n_workers=2, threads_per_worker=1)
         task_runner = task_runner_for("local", block)

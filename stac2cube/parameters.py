@@ -176,7 +176,9 @@ def resolve_runner(runner: str = "auto", environ: Mapping[str, str] | None = Non
 
     ``auto`` is ``slurm`` inside a SLURM allocation and ``threads`` elsewhere: on a laptop or a
     workstation, dask's threaded scheduler in the flow's process builds a cube faster than a
-    ``LocalCluster`` (no scheduler, no session forks to merge; ``bench/RESULTS.md``).
+    ``LocalCluster`` (no scheduler, no session forks to merge; ``bench/RESULTS.md``). A flow
+    given a ``DaskCluster`` block turns that ``threads`` into the block's local cluster
+    (:func:`stac2cube.flows.runner.task_runner_for`).
 
     Args:
         runner: The requested runner.

@@ -76,7 +76,7 @@ def test_launch_then_take_returns_the_same_server_once(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "ok"
 
 
-def test_no_server_is_started_when_one_is_configured(monkeypatch):
+def test_no_server_is_started_when_one_is_configured():
     """With ``PREFECT_API_URL`` set (a running server), ``launch`` starts nothing."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
